@@ -1,0 +1,371 @@
+/** Reading and writing .safetensors files (https://github.com/huggingface/safetensors).
+ *
+ *  Layout: u64 little-endian header length N, then N bytes of UTF-8 JSON — an object mapping each
+ *  tensor name to {dtype, shape, data_offsets: [start, end]} plus an optional "__metadata__"
+ *  string→string map, padded with spaces — then the data region, which the tensors tile exactly.
+ *
+ *  The reader validates at least as strictly as the reference Rust crate: header length bounded
+ *  (100 MB) and checked before anything is decoded; header valid UTF-8, starting with '{'; every
+ *  entry well-typed; element and byte counts computed without overflow (BigInt); byte length =
+ *  elements × dtype size; after sorting by offsets the tensors tile the data region from 0 to its
+ *  end with no gap, overlap or trailing byte. Stricter than the reference: a key that appears
+ *  twice anywhere in the header is an error (the reference keeps one silently), and so is a tensor
+ *  entry written as an array. Like the reference, unknown fields in a tensor entry are ignored and
+ *  `"__metadata__": null` means no metadata.
+ *
+ *  Conversion to Float32Array (the original dtype stays in LoadedTensor.dtype):
+ *  - F32 as is; F16 and BF16 exactly (every value, subnormals, ±inf and NaN included);
+ *  - F64 rounded to nearest f32; a finite value beyond the f32 range is an error, not an infinity;
+ *  - BOOL, U8, I8, U16, I16, U32, I32, U64, I64 converted when every value is exactly an f32
+ *    (integers up to 2^24 always are; position-id buffers load); otherwise an error naming the
+ *    tensor and the element. A BOOL byte other than 0 or 1 is an error.
+ *  - F8_*, F6_*, F4 and C64 are refused: kiln loads real float and integer tensors only.
+ *  Data may sit at any byte offset in the file; it is copied out before it is viewed as floats. */
+
+import { readFileSync } from "node:fs";
+import { fail } from "../compiler/errors.ts";
+import { toBf16Bits, toF16Bits } from "./half-float.ts";
+import { DTYPE_BITS, toFloat32, type SafetensorsDType } from "./safetensors-dtype.ts";
+import { parseStrictJson, type JsonError, type JsonValue } from "./strict-json.ts";
+
+export interface LoadedTensor {
+  readonly name: string;
+  readonly dtype: SafetensorsDType;
+  readonly shape: readonly number[];
+  readonly data: Float32Array;
+}
+
+export interface Safetensors {
+  readonly tensors: ReadonlyMap<string, LoadedTensor>;
+  readonly metadata: Readonly<Record<string, string>> | null;
+}
+
+export type WritableDType = "F32" | "F16" | "BF16";
+
+export interface WritableTensor {
+  name: string;
+  dtype: WritableDType;
+  shape: readonly number[];
+  data: ArrayLike<number>;
+}
+
+/** The reference crate refuses headers larger than this. */
+export const MAX_HEADER_BYTES = 100_000_000;
+const METADATA_KEY = "__metadata__";
+const U64_MAX = (1n << 64n) - 1n;
+
+export type { SafetensorsDType };
+
+interface TensorEntry {
+  readonly name: string;
+  readonly dtype: SafetensorsDType;
+  readonly shape: readonly number[];
+  readonly start: bigint;
+  readonly end: bigint;
+}
+
+export function readSafetensorsFile(path: string): Safetensors {
+  let bytes: Uint8Array;
+  try {
+    bytes = readFileSync(path);
+  } catch (e) {
+    const code = e instanceof Error && "code" in e ? String(e.code) : "";
+    if (code === "ENOENT") fail("safetensors", path, "file not found");
+    if (code === "EISDIR")
+      fail("safetensors", path, "is a directory, expected a .safetensors file");
+    if (code === "ERR_FS_FILE_TOO_LARGE")
+      fail("safetensors", path, "file is larger than 2 GiB; kiln cannot load it");
+    fail("safetensors", path, `cannot read file: ${e instanceof Error ? e.message : String(e)}`);
+  }
+  return parseSafetensors(bytes, path);
+}
+
+export function parseSafetensors(bytes: Uint8Array, file: string): Safetensors {
+  const bad = (detail: string): never => fail("safetensors", file, detail);
+  if (bytes.length < 8) {
+    bad(
+      `file is ${bytes.length} bytes, too short for the 8-byte header length; not a safetensors file`,
+    );
+  }
+  const n = new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true);
+  if (n > BigInt(MAX_HEADER_BYTES)) {
+    bad(
+      `header length ${n} exceeds the ${MAX_HEADER_BYTES}-byte limit; not a safetensors file, or corrupt`,
+    );
+  }
+  const headerEnd = 8 + Number(n);
+  if (headerEnd > bytes.length) {
+    bad(`header length ${n} runs past the end of the file (${bytes.length} bytes); truncated?`);
+  }
+  const headerBytes = bytes.subarray(8, headerEnd);
+  if (headerBytes[0] !== 0x7b) bad("header must be a JSON object starting with '{'");
+  let text: string;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(headerBytes);
+  } catch {
+    return bad("header is not valid UTF-8");
+  }
+  const json = parseStrictJson(text);
+  if (!json.ok) return bad(jsonErrorText(json.error));
+  if (json.value.kind !== "object") return bad("header must be a JSON object");
+
+  let metadata: Record<string, string> | null = null;
+  const entries: TensorEntry[] = [];
+  for (const [key, value] of json.value.entries) {
+    if (key === METADATA_KEY) metadata = readMetadata(value, bad);
+    else entries.push(readEntry(key, value, bad));
+  }
+  checkTiling(entries, bytes.length - headerEnd, bad);
+
+  const tensors = new Map<string, LoadedTensor>();
+  for (const e of entries) {
+    // A copy (never Buffer#slice, which is a view): a fresh buffer is aligned for any typed array.
+    const raw = new Uint8Array(
+      bytes.subarray(headerEnd + Number(e.start), headerEnd + Number(e.end)),
+    );
+    const data = toFloat32(raw, e.dtype, (d) => bad(`tensor ${quote(e.name)}: ${d}`));
+    tensors.set(e.name, { name: e.name, dtype: e.dtype, shape: e.shape, data });
+  }
+  return { tensors, metadata };
+}
+
+function jsonErrorText(e: JsonError): string {
+  const at = `(at character ${e.offset} of the header)`;
+  if (e.duplicateKey !== undefined && e.path.length === 0) {
+    return e.duplicateKey === METADATA_KEY
+      ? `__metadata__ appears twice in the header ${at}`
+      : `tensor ${quote(e.duplicateKey)} appears twice in the header; readers disagree on which ` +
+          `copy wins, so kiln refuses the file ${at}`;
+  }
+  const [top] = e.path;
+  const within =
+    top === undefined ? "" : top === METADATA_KEY ? " in __metadata__" : ` in tensor ${quote(top)}`;
+  return `header is not valid JSON${within}: ${e.message} ${at}`;
+}
+
+/** The reference crate's layout: tensors by descending dtype alignment, then by name (UTF-8 byte
+ *  order); header padded with spaces to a multiple of 8 so the data region starts aligned. */
+export function writeSafetensors(
+  tensors: ReadonlyArray<WritableTensor>,
+  metadata?: Record<string, string>,
+): Uint8Array {
+  const bad = (detail: string): never => fail("safetensors", "writeSafetensors", detail);
+  const names = new Set<string>();
+  for (const t of tensors) checkWritable(t, names, bad);
+  const rank: Record<WritableDType, number> = { F32: 0, BF16: 1, F16: 2 };
+  const utf8 = new TextEncoder();
+  const order = [...tensors].sort(
+    (a, b) =>
+      rank[a.dtype] - rank[b.dtype] || Buffer.compare(utf8.encode(a.name), utf8.encode(b.name)),
+  );
+
+  const fields: string[] = [];
+  if (metadata !== undefined) {
+    const pairs = Object.entries(metadata).map(([k, v]) => {
+      if (typeof v !== "string") bad(`__metadata__ ${quote(k)} must be a string, got ${typeof v}`);
+      if (LONE_SURROGATE.test(k) || LONE_SURROGATE.test(v))
+        bad(`__metadata__ ${quote(k)} is not valid Unicode`);
+      return `${JSON.stringify(k)}:${JSON.stringify(v)}`;
+    });
+    fields.push(`"${METADATA_KEY}":{${pairs.join(",")}}`);
+  }
+  const blobs: Uint8Array[] = [];
+  let offset = 0;
+  for (const t of order) {
+    const blob = encode(t);
+    fields.push(
+      `${JSON.stringify(t.name)}:{"dtype":"${t.dtype}","shape":[${t.shape.join(",")}],` +
+        `"data_offsets":[${offset},${offset + blob.length}]}`,
+    );
+    blobs.push(blob);
+    offset += blob.length;
+  }
+  let header = utf8.encode(`{${fields.join(",")}}`);
+  const padded = Math.ceil(header.length / 8) * 8;
+  header = utf8.encode(`{${fields.join(",")}}${" ".repeat(padded - header.length)}`);
+
+  const out = new Uint8Array(8 + header.length + offset);
+  new DataView(out.buffer).setBigUint64(0, BigInt(header.length), true);
+  out.set(header, 8);
+  let at = 8 + header.length;
+  for (const blob of blobs) {
+    out.set(blob, at);
+    at += blob.length;
+  }
+  return out;
+}
+
+/** Paired surrogates are one code point under /u; only a lone one matches. */
+const LONE_SURROGATE = /[\uD800-\uDFFF]/u;
+
+function checkWritable(t: WritableTensor, names: Set<string>, bad: Bad): void {
+  const where = `tensor ${quote(t.name)}`;
+  if (t.name === METADATA_KEY) bad(`${where}: the name is reserved for metadata`);
+  if (LONE_SURROGATE.test(t.name)) bad(`${where}: the name is not valid Unicode (lone surrogate)`);
+  if (names.has(t.name)) bad(`${where} appears twice`);
+  names.add(t.name);
+  if (t.dtype !== "F32" && t.dtype !== "F16" && t.dtype !== "BF16") {
+    bad(`${where}: kiln writes F32, F16 and BF16 only, not ${String(t.dtype)}`);
+  }
+  let elements = 1;
+  for (const d of t.shape) {
+    if (!Number.isSafeInteger(d) || d < 0)
+      bad(`${where}: shape [${t.shape.join(",")}] has a bad dimension ${d}`);
+    elements *= d;
+  }
+  if (elements !== t.data.length) {
+    bad(
+      `${where}: shape [${t.shape.join(",")}] holds ${elements} elements but data has ${t.data.length}`,
+    );
+  }
+}
+
+function encode(t: WritableTensor): Uint8Array {
+  if (t.dtype === "F32") return new Uint8Array(Float32Array.from(t.data).buffer);
+  const bits = new Uint16Array(t.data.length);
+  const round = t.dtype === "F16" ? toF16Bits : toBf16Bits;
+  for (let i = 0; i < bits.length; i++) bits[i] = round(t.data[i]);
+  return new Uint8Array(bits.buffer);
+}
+
+type Bad = (detail: string) => never;
+
+function readMetadata(value: JsonValue, bad: Bad): Record<string, string> | null {
+  if (value.kind === "null") return null;
+  if (value.kind !== "object")
+    return bad(`__metadata__ must be an object of strings, got ${kindOf(value)}`);
+  // A null prototype: a key such as "__proto__" or "constructor" is plain data here.
+  const out: Record<string, string> = Object.create(null);
+  for (const [k, v] of value.entries) {
+    if (v.kind !== "string") bad(`__metadata__ ${quote(k)} must be a string, got ${kindOf(v)}`);
+    else out[k] = v.value;
+  }
+  return out;
+}
+
+function readEntry(name: string, value: JsonValue, bad: Bad): TensorEntry {
+  const where = `tensor ${quote(name)}`;
+  if (value.kind !== "object") {
+    return bad(
+      `${where}: entry must be an object with dtype, shape and data_offsets, got ${kindOf(value)}`,
+    );
+  }
+  const field = (key: string): JsonValue =>
+    value.entries.get(key) ?? bad(`${where}: missing "${key}"`);
+
+  const dtypeValue = field("dtype");
+  if (dtypeValue.kind !== "string")
+    return bad(`${where}: "dtype" must be a string, got ${kindOf(dtypeValue)}`);
+  const dtype = dtypeValue.value;
+  if (!Object.hasOwn(DTYPE_BITS, dtype)) {
+    return bad(
+      `${where}: unknown dtype ${quote(dtype)} (safetensors defines ${Object.keys(DTYPE_BITS).join(", ")})`,
+    );
+  }
+  const shapeValue = field("shape");
+  if (shapeValue.kind !== "array")
+    return bad(`${where}: "shape" must be an array, got ${kindOf(shapeValue)}`);
+  const shape = shapeValue.items.map((v, i) => {
+    const d = readUint(v, `${where}: shape[${i}]`, bad);
+    if (d > BigInt(Number.MAX_SAFE_INTEGER))
+      bad(`${where}: shape[${i}] is ${d}, larger than kiln can index`);
+    return Number(d);
+  });
+  const offsets = field("data_offsets");
+  if (offsets.kind !== "array" || offsets.items.length !== 2) {
+    return bad(`${where}: "data_offsets" must be an array [start, end] of two integers`);
+  }
+  const start = readUint(offsets.items[0], `${where}: data_offsets[0]`, bad);
+  const end = readUint(offsets.items[1], `${where}: data_offsets[1]`, bad);
+  if (end < start) bad(`${where}: data_offsets [${start}, ${end}] end before they start`);
+
+  const entry: TensorEntry = { name, dtype: dtype as SafetensorsDType, shape, start, end };
+  checkByteLength(entry, bad);
+  return entry;
+}
+
+/** A JSON number that must be a non-negative integer, exactly, as a BigInt. */
+function readUint(v: JsonValue, what: string, bad: Bad): bigint {
+  if (v.kind !== "number") return bad(`${what} must be a non-negative integer, got ${kindOf(v)}`);
+  if (!/^[0-9]+$/.test(v.text))
+    return bad(`${what} is ${clip(v.text)}; it must be a non-negative integer`);
+  // More than 20 digits exceeds u64 for sure; never hand BigInt a huge digit string.
+  if (v.text.length > 20 || BigInt(v.text) > U64_MAX)
+    return bad(`${what} is ${clip(v.text)}, beyond 64 bits`);
+  return BigInt(v.text);
+}
+
+/** elements × bits / 8 must equal end − start; every product is checked against u64 as it grows. */
+function checkByteLength(e: TensorEntry, bad: Bad): void {
+  const where = `tensor ${quote(e.name)}`;
+  const shapeText = `[${e.shape.join(",")}]`;
+  let elements = 1n;
+  for (const d of e.shape) {
+    elements *= BigInt(d);
+    if (elements > U64_MAX)
+      bad(`${where}: shape ${shapeText} has more elements than a 64-bit count can hold`);
+  }
+  const bits = elements * BigInt(DTYPE_BITS[e.dtype]);
+  if (bits > U64_MAX)
+    bad(`${where}: shape ${shapeText} × ${e.dtype} needs more bytes than a 64-bit size can hold`);
+  if (bits % 8n !== 0n)
+    bad(`${where}: shape ${shapeText} × ${e.dtype} does not end on a byte boundary`);
+  const have = e.end - e.start;
+  if (bits / 8n !== have) {
+    bad(
+      `${where}: shape ${shapeText} × ${e.dtype} needs ${bits / 8n} bytes but offsets give ${have}`,
+    );
+  }
+}
+
+/** Sorted by (start, end), the tensors must tile [0, dataLength) exactly. */
+function checkTiling(entries: readonly TensorEntry[], dataLength: number, bad: Bad): void {
+  const cmp = (a: bigint, b: bigint) => (a < b ? -1 : a > b ? 1 : 0);
+  const sorted = [...entries].sort((a, b) => cmp(a.start, b.start) || cmp(a.end, b.end));
+  let covered = 0n;
+  let prev: TensorEntry | undefined;
+  for (const e of sorted) {
+    const where = `tensor ${quote(e.name)}: data_offsets [${e.start}, ${e.end}]`;
+    if (prev !== undefined && e.start < covered) {
+      bad(`${where} overlap tensor ${quote(prev.name)} [${prev.start}, ${prev.end}]`);
+    }
+    if (e.start > covered) {
+      bad(
+        prev === undefined
+          ? `${where} leave bytes [0, ${e.start}) unused; the first tensor must start at 0`
+          : `${where} leave a gap of ${e.start - covered} bytes after tensor ${quote(prev.name)}`,
+      );
+    }
+    if (e.end > BigInt(dataLength)) {
+      bad(
+        `${where} run past the end of the file (${dataLength} data bytes after the header); truncated?`,
+      );
+    }
+    covered = e.end;
+    prev = e;
+  }
+  const extra = BigInt(dataLength) - covered;
+  if (extra > 0n) {
+    bad(
+      `${extra} trailing byte${extra === 1n ? "" : "s"} after the last tensor ` +
+        `(tensors cover ${covered} of ${dataLength} data bytes)`,
+    );
+  }
+}
+
+function kindOf(v: JsonValue): string {
+  return v.kind === "number"
+    ? `number ${clip(v.text)}`
+    : v.kind === "string"
+      ? `string ${quote(v.value)}`
+      : v.kind;
+}
+
+/** Names and values come from the file and may be megabytes long. */
+function clip(s: string): string {
+  return s.length > 200 ? `${s.slice(0, 200)}…` : s;
+}
+
+function quote(s: string): string {
+  return JSON.stringify(clip(s));
+}

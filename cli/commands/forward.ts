@@ -1,0 +1,45 @@
+import { fail } from "../../compiler/errors.ts";
+import { loadCheckpoint } from "../../runtime/checkpoint.ts";
+import { argmax } from "../../runtime/generate.ts";
+import { TARGETS, makeRunner, type Target } from "../../runtime/runner.ts";
+import { onePositional, parse, tokenList } from "../args.ts";
+
+export const forwardHelp = `kiln forward <checkpoint-dir> --tokens 1,2,3 [options]
+
+Runs one forward pass and prints the logits: one row per target position, one column per
+vocabulary entry.
+
+  --tokens 1,2,3       token ids (the decoder's target prefix for an encoder–decoder)
+  --src-tokens 4,5,6   source token ids (encoder–decoder models)
+  --target ref         ref: the float64 reference interpreter (ts and wgsl: not built yet)
+  --json               print {"logits": [[...], ...]}; otherwise a summary per position
+`;
+
+export function targetFlag(s: string | undefined): Target {
+  const t = s ?? "ref";
+  if (!(TARGETS as readonly string[]).includes(t)) fail("usage", "--target", `unknown target ${JSON.stringify(t)} (${TARGETS.join(", ")})`);
+  return t as Target;
+}
+
+export function forward(argv: readonly string[]): string {
+  const { values, positionals } = parse("forward", argv, {
+    tokens: { type: "string" },
+    "src-tokens": { type: "string" },
+    target: { type: "string" },
+    json: { type: "boolean" },
+  });
+  const dir = onePositional("forward", positionals, "checkpoint folder");
+  const tokens = tokenList("--tokens", values.tokens);
+  if (!tokens) fail("usage", "kiln forward", "--tokens is required");
+  const target = targetFlag(values.target);
+  const runner = makeRunner(loadCheckpoint(dir), target);
+  const l = runner.forward(tokens, tokenList("--src-tokens", values["src-tokens"]));
+  const rows = Array.from({ length: l.rows }, (_, r) => l.data.subarray(r * l.cols, (r + 1) * l.cols));
+  if (values.json) return JSON.stringify({ logits: rows.map((r) => Array.from(r)) }) + "\n";
+  const lines = [`logits: ${l.rows} × ${l.cols} (${target})`, "pos  token  argmax  logit"];
+  rows.forEach((r, i) => {
+    const a = argmax(r);
+    lines.push(`${String(i).padStart(3)}  ${String(tokens[i]).padStart(5)}  ${String(a).padStart(6)}  ${r[a].toFixed(6)}`);
+  });
+  return lines.join("\n") + "\n";
+}

@@ -1,0 +1,54 @@
+import { fail } from "../../compiler/errors.ts";
+import { loadCheckpoint } from "../../runtime/checkpoint.ts";
+import { generate as run } from "../../runtime/generate.ts";
+import { makeRunner } from "../../runtime/runner.ts";
+import { loadTokenizer } from "../../runtime/tokenizer.ts";
+import { intFlag, numberFlag, onePositional, parse, tokenList } from "../args.ts";
+import { targetFlag } from "./forward.ts";
+
+export const generateHelp = `kiln generate <checkpoint-dir> (--tokens 1,2,3 | --prompt "text") [options]
+
+Continues a sequence token by token and prints the new token ids.
+
+  --tokens 1,2,3         the prompt (the decoder's target prefix for an encoder–decoder)
+  --prompt "text"        the prompt as text (needs vocab.json + merges.txt in the checkpoint)
+  --src-tokens 4,5,6     source token ids (encoder–decoder models)
+  --max-new-tokens N     how many tokens to generate (required)
+  --temperature T        0 (the default) is greedy; above 0 samples from softmax(logits / T)
+  --top-k K              sample among the K most likely tokens only
+  --seed S               seed of the sampler (default 0)
+  --target ref           ref: the float64 reference interpreter (ts and wgsl: not built yet)
+  --json                 print {"tokens": [...new ids...], "prompt": [...], "text"?: "..."}
+`;
+
+export function generate(argv: readonly string[]): string {
+  const { values, positionals } = parse("generate", argv, {
+    tokens: { type: "string" },
+    prompt: { type: "string" },
+    "src-tokens": { type: "string" },
+    "max-new-tokens": { type: "string" },
+    temperature: { type: "string" },
+    "top-k": { type: "string" },
+    seed: { type: "string" },
+    target: { type: "string" },
+    json: { type: "boolean" },
+  });
+  const dir = onePositional("generate", positionals, "checkpoint folder");
+  if ((values.tokens === undefined) === (values.prompt === undefined))
+    fail("usage", "kiln generate", "give exactly one of --tokens and --prompt");
+  const maxNewTokens = intFlag("--max-new-tokens", values["max-new-tokens"]);
+  if (maxNewTokens === undefined) fail("usage", "kiln generate", "--max-new-tokens is required");
+  const target = targetFlag(values.target);
+  const ckpt = loadCheckpoint(dir);
+  const tokenizer = values.prompt !== undefined || ckpt.model.kind === "gpt2" ? loadTokenizer(dir, values.prompt !== undefined) : undefined;
+  const prompt = tokenList("--tokens", values.tokens) ?? tokenizer!.encode(values.prompt!);
+  const tokens = run(makeRunner(ckpt, target), prompt, tokenList("--src-tokens", values["src-tokens"]), {
+    maxNewTokens,
+    temperature: numberFlag("--temperature", values.temperature, 0),
+    topK: intFlag("--top-k", values["top-k"]),
+    seed: intFlag("--seed", values.seed, 0),
+  });
+  const text = tokenizer?.decode(tokens);
+  if (values.json) return JSON.stringify({ tokens, prompt, ...(text !== undefined ? { text } : {}) }) + "\n";
+  return `${tokens.join(" ")}\n${text !== undefined ? `${JSON.stringify(text)}\n` : ""}`;
+}

@@ -9,7 +9,11 @@ export function parse<O extends Options>(command: string, argv: readonly string[
   try {
     return parseArgs({ args: [...argv], options, allowPositionals: true, strict: true });
   } catch (e) {
-    return fail("usage", `kiln ${command}`, `${(e as Error).message.replace(/\. To specify.*$/s, "")} (see kiln ${command} --help)`);
+    return fail(
+      "usage",
+      `kiln ${command}`,
+      `${(e as Error).message.split("\n")[0]} (see kiln ${command} --help)`,
+    );
   }
 }
 
@@ -17,26 +21,41 @@ export function tokenList(flag: string, s: string | undefined): number[] | undef
   if (s === undefined) return undefined;
   const parts = s.split(",").map((p) => p.trim());
   return parts.map((p) => {
-    if (!/^-?\d+$/.test(p)) fail("usage", flag, `expected comma-separated integers like 1,2,3, got ${JSON.stringify(s)}`);
+    if (!/^-?\d+$/.test(p))
+      fail("usage", flag, `expected comma-separated integers like 1,2,3, got ${JSON.stringify(s)}`);
     return Number(p);
   });
 }
 
-export function intFlag(flag: string, s: string | undefined, fallback?: number): number | undefined {
+export function intFlag(
+  flag: string,
+  s: string | undefined,
+  fallback?: number,
+): number | undefined {
   if (s === undefined) return fallback;
-  if (!/^-?\d+$/.test(s.trim())) fail("usage", flag, `expected an integer, got ${JSON.stringify(s)}`);
+  if (!/^-?\d+$/.test(s.trim()))
+    fail("usage", flag, `expected an integer, got ${JSON.stringify(s)}`);
   return Number(s);
 }
 
 export function numberFlag(flag: string, s: string | undefined, fallback: number): number {
   if (s === undefined) return fallback;
   const v = Number(s);
-  if (s.trim() === "" || !Number.isFinite(v)) fail("usage", flag, `expected a number, got ${JSON.stringify(s)}`);
+  if (s.trim() === "" || !Number.isFinite(v))
+    fail("usage", flag, `expected a number, got ${JSON.stringify(s)}`);
   return v;
 }
 
-export function onePositional(command: string, positionals: readonly string[], what: string): string {
+export function onePositional(
+  command: string,
+  positionals: readonly string[],
+  what: string,
+): string {
   if (positionals.length !== 1)
-    fail("usage", `kiln ${command}`, `expected one ${what}, got ${positionals.length} (see kiln ${command} --help)`);
+    fail(
+      "usage",
+      `kiln ${command}`,
+      `expected one ${what}, got ${positionals.length} (see kiln ${command} --help)`,
+    );
   return positionals[0];
 }

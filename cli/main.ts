@@ -29,32 +29,44 @@ const COMMANDS: Readonly<Record<string, Command>> = {
 
 const NOT_BUILT = new Set(["compile", "bench"]);
 
+export interface IO {
+  out(s: string): void;
+  err(s: string): void;
+}
+
+const PROCESS_IO: IO = {
+  out: (s) => void process.stdout.write(s),
+  err: (s) => void process.stderr.write(s),
+};
+
 /** Runs one command line; returns the exit code. */
-export async function main(argv: readonly string[]): Promise<number> {
+export async function main(argv: readonly string[], io: IO = PROCESS_IO): Promise<number> {
   const [name, ...rest] = argv;
   if (name === undefined || name === "help" || name === "--help" || name === "-h") {
-    process.stdout.write(USAGE);
+    io.out(USAGE);
     return name === undefined ? 2 : 0;
   }
   try {
-    if (NOT_BUILT.has(name)) throw new KilnError("not-built", `kiln ${name}`, "this command is not built yet");
+    if (NOT_BUILT.has(name))
+      throw new KilnError("not-built", `kiln ${name}`, "this command is not built yet");
     const cmd = Object.prototype.hasOwnProperty.call(COMMANDS, name) ? COMMANDS[name] : undefined;
-    if (!cmd) throw new KilnError("usage", "kiln", `unknown command ${JSON.stringify(name)}\n\n${USAGE}`);
+    if (!cmd)
+      throw new KilnError("usage", "kiln", `unknown command ${JSON.stringify(name)}\n\n${USAGE}`);
     if (rest.includes("--help") || rest.includes("-h")) {
-      process.stdout.write(cmd.help);
+      io.out(cmd.help);
       return 0;
     }
-    process.stdout.write(await cmd.run(rest));
+    io.out(await cmd.run(rest));
     return 0;
   } catch (e) {
     if (e instanceof KilnError) {
-      process.stderr.write(`error[${e.kind}]: ${e.message}\n`);
+      io.err(`error[${e.kind}]: ${e.message}\n`);
       return e.kind === "usage" ? 2 : 1;
     }
     const err = e instanceof Error ? e : new Error(String(e));
-    process.stderr.write(`internal error (a bug in kiln, please report it): ${err.message}\n`);
-    if (process.env.KILN_DEBUG) process.stderr.write(`${err.stack}\n`);
-    else process.stderr.write("run with KILN_DEBUG=1 to see where it happened\n");
+    io.err(`internal error (a bug in kiln, please report it): ${err.message}\n`);
+    if (process.env.KILN_DEBUG) io.err(`${err.stack}\n`);
+    else io.err("run with KILN_DEBUG=1 to see where it happened\n");
     return 70;
   }
 }

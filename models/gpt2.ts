@@ -39,11 +39,19 @@ export const defaults: GPT2Config = {
 };
 
 function norm(m: ModelBuilder, prefix: string, c: GPT2Config): NormParams {
-  return { weight: m.param(`${prefix}.weight`, [c.n_embd]), bias: m.param(`${prefix}.bias`, [c.n_embd]), eps: c.layer_norm_epsilon };
+  return {
+    weight: m.param(`${prefix}.weight`, [c.n_embd]),
+    bias: m.param(`${prefix}.bias`, [c.n_embd]),
+    eps: c.layer_norm_epsilon,
+  };
 }
 
 function conv1d(m: ModelBuilder, prefix: string, nIn: number, nOut: number) {
-  return { weight: m.param(`${prefix}.weight`, [nIn, nOut]), bias: m.param(`${prefix}.bias`, [nOut]), layout: "in_out" as const };
+  return {
+    weight: m.param(`${prefix}.weight`, [nIn, nOut]),
+    bias: m.param(`${prefix}.bias`, [nOut]),
+    layout: "in_out" as const,
+  };
 }
 
 function attentionParams(m: ModelBuilder, i: number, c: GPT2Config): AttentionParams {
@@ -63,7 +71,13 @@ function mlpParams(m: ModelBuilder, i: number, c: GPT2Config): FeedForwardParams
 }
 
 function block(m: ModelBuilder, x: Tensor, i: number, c: GPT2Config): Tensor {
-  x = add(x, selfAttention(layerNorm(x, norm(m, `h.${i}.ln_1`, c)), attentionParams(m, i, c), { causal: true }), "res"); // (T, C)
+  x = add(
+    x,
+    selfAttention(layerNorm(x, norm(m, `h.${i}.ln_1`, c)), attentionParams(m, i, c), {
+      causal: true,
+    }),
+    "res",
+  ); // (T, C)
   x = add(x, feedForward(layerNorm(x, norm(m, `h.${i}.ln_2`, c)), mlpParams(m, i, c)), "res"); // (T, C)
   return x;
 }
@@ -72,7 +86,10 @@ export default defineModel<GPT2Config>({
   name: "gpt2",
   defaults,
   build(m, c) {
-    m.require(c.n_embd % c.n_head === 0, `gpt2: n_embd (${c.n_embd}) must be divisible by n_head (${c.n_head})`);
+    m.require(
+      c.n_embd % c.n_head === 0,
+      `gpt2: n_embd (${c.n_embd}) must be divisible by n_head (${c.n_head})`,
+    );
     m.bound("T", c.n_positions, "the context length n_positions");
     const tokens = m.input("tokens", "i32", ["T"]);
     const wte = m.param("wte.weight", [c.vocab_size, c.n_embd]);

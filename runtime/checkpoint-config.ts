@@ -11,7 +11,11 @@ import seq2seq, { defaults as seq2seqDefaults, type Seq2SeqConfig } from "../mod
 
 export type CheckpointModel =
   | { readonly kind: "gpt2"; readonly def: ModelDef<GPT2Config>; readonly config: GPT2Config }
-  | { readonly kind: "seq2seq"; readonly def: ModelDef<Seq2SeqConfig>; readonly config: Seq2SeqConfig };
+  | {
+      readonly kind: "seq2seq";
+      readonly def: ModelDef<Seq2SeqConfig>;
+      readonly config: Seq2SeqConfig;
+    };
 
 type Json = Record<string, unknown>;
 
@@ -48,7 +52,13 @@ export function readConfigJson(dir: string): Json {
     text = readFileSync(file, "utf8");
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    fail("checkpoint", file, code === "ENOENT" ? "missing: a checkpoint folder holds config.json and model.safetensors" : `cannot read (${code})`);
+    fail(
+      "checkpoint",
+      file,
+      code === "ENOENT"
+        ? "missing: a checkpoint folder holds config.json and model.safetensors"
+        : `cannot read (${code})`,
+    );
   }
   let j: unknown;
   try {
@@ -56,14 +66,19 @@ export function readConfigJson(dir: string): Json {
   } catch (e) {
     fail("checkpoint", file, `not valid JSON (${(e as Error).message})`);
   }
-  if (typeof j !== "object" || j === null || Array.isArray(j)) fail("checkpoint", file, "must hold a JSON object");
+  if (typeof j !== "object" || j === null || Array.isArray(j))
+    fail("checkpoint", file, "must hold a JSON object");
   return j as Json;
 }
 
 function gpt2Config(j: Json, file: string): GPT2Config {
   const act = j["activation_function"] ?? "gelu_new";
   if (act !== "gelu_new" && act !== "gelu_pytorch_tanh")
-    fail("checkpoint", file, `"activation_function" ${JSON.stringify(act)} is not supported (GPT-2 uses "gelu_new")`);
+    fail(
+      "checkpoint",
+      file,
+      `"activation_function" ${JSON.stringify(act)} is not supported (GPT-2 uses "gelu_new")`,
+    );
   const c: GPT2Config = {
     vocab_size: positiveInt(j, "vocab_size", file),
     n_positions: positiveInt(j, "n_positions", file),
@@ -74,7 +89,11 @@ function gpt2Config(j: Json, file: string): GPT2Config {
   };
   const inner = j["n_inner"];
   if (inner !== undefined && inner !== null && inner !== 4 * c.n_embd)
-    fail("checkpoint", file, `"n_inner" ${JSON.stringify(inner)} is not supported (only null, meaning 4 × n_embd)`);
+    fail(
+      "checkpoint",
+      file,
+      `"n_inner" ${JSON.stringify(inner)} is not supported (only null, meaning 4 × n_embd)`,
+    );
   if (c.n_embd % c.n_head !== 0)
     fail("checkpoint", file, `"n_embd" (${c.n_embd}) must be divisible by "n_head" (${c.n_head})`);
   return c;
@@ -86,8 +105,13 @@ function seq2seqConfig(j: Json, file: string, maxLen: number): Seq2SeqConfig {
     max_len: maxLen,
   } as Seq2SeqConfig;
   if (c.emb_size % c.nhead !== 0)
-    fail("checkpoint", file, `"emb_size" (${c.emb_size}) must be divisible by "nhead" (${c.nhead})`);
-  if (c.emb_size % 2 !== 0) fail("checkpoint", file, `"emb_size" (${c.emb_size}) must be even (sinusoidal positions)`);
+    fail(
+      "checkpoint",
+      file,
+      `"emb_size" (${c.emb_size}) must be divisible by "nhead" (${c.nhead})`,
+    );
+  if (c.emb_size % 2 !== 0)
+    fail("checkpoint", file, `"emb_size" (${c.emb_size}) must be even (sinusoidal positions)`);
   return c;
 }
 
@@ -98,12 +122,19 @@ export function modelFromConfig(dir: string, maxLen = seq2seqDefaults.max_len): 
   const file = join(dir, "config.json");
   if (j["model_type"] === "gpt2") return { kind: "gpt2", def: gpt2, config: gpt2Config(j, file) };
   if (j["model_type"] !== undefined)
-    fail("checkpoint", file, `"model_type" ${JSON.stringify(j["model_type"])} is not supported (kiln reads "gpt2" and the Seq2SeqTransformer layout)`);
-  if (SEQ2SEQ_KEYS.some((k) => k in j)) return { kind: "seq2seq", def: seq2seq, config: seq2seqConfig(j, file, maxLen) };
-  fail("checkpoint", file, `not a GPT-2 config ("model_type": "gpt2") nor a Seq2SeqTransformer config (${SEQ2SEQ_KEYS.join(", ")})`);
+    fail(
+      "checkpoint",
+      file,
+      `"model_type" ${JSON.stringify(j["model_type"])} is not supported (kiln reads "gpt2" and the Seq2SeqTransformer layout)`,
+    );
+  if (SEQ2SEQ_KEYS.some((k) => k in j))
+    return { kind: "seq2seq", def: seq2seq, config: seq2seqConfig(j, file, maxLen) };
+  fail(
+    "checkpoint",
+    file,
+    `not a GPT-2 config ("model_type": "gpt2") nor a Seq2SeqTransformer config (${SEQ2SEQ_KEYS.join(", ")})`,
+  );
 }
-
-
 
 export function buildCheckpointGraph(m: CheckpointModel): Graph {
   switch (m.kind) {

@@ -6,7 +6,11 @@ import { join } from "node:path";
 import { fail } from "../compiler/errors.ts";
 import type { Graph } from "../compiler/ir/graph.ts";
 import { formatShape } from "../compiler/ir/shape.ts";
-import { buildCheckpointGraph, modelFromConfig, type CheckpointModel } from "./checkpoint-config.ts";
+import {
+  buildCheckpointGraph,
+  modelFromConfig,
+  type CheckpointModel,
+} from "./checkpoint-config.ts";
 import { readSafetensorsFile, type LoadedTensor } from "./safetensors.ts";
 
 export interface Weight {
@@ -54,7 +58,11 @@ function paramShapes(g: Graph): Map<string, readonly number[]> {
 function seq2seqMaxLen(t: LoadedTensor | undefined, file: string): number | undefined {
   if (!t) return undefined;
   if (t.shape.length !== 3 || t.shape[1] !== 1)
-    fail("checkpoint", file, `tensor "${t.name}": shape [${t.shape}] is not the tutorial's [max_len, 1, emb_size]`);
+    fail(
+      "checkpoint",
+      file,
+      `tensor "${t.name}": shape [${t.shape}] is not the tutorial's [max_len, 1, emb_size]`,
+    );
   return t.shape[0];
 }
 
@@ -62,7 +70,10 @@ export function loadCheckpoint(dir: string): Checkpoint {
   modelFromConfig(dir); // config.json is checked before the (large) weights file is read
   const file = join(dir, "model.safetensors");
   const st = readSafetensorsFile(file);
-  const model = modelFromConfig(dir, seq2seqMaxLen(st.tensors.get("positional_encoding.pos_embedding"), file));
+  const model = modelFromConfig(
+    dir,
+    seq2seqMaxLen(st.tensors.get("positional_encoding.pos_embedding"), file),
+  );
   const graph = buildCheckpointGraph(model);
   const want = paramShapes(graph);
   const layout = LAYOUTS[model.kind];
@@ -71,13 +82,24 @@ export function loadCheckpoint(dir: string): Checkpoint {
     const param = layout.paramOf(name);
     if (param === null) continue;
     const shape = want.get(param);
-    if (!shape) fail("checkpoint", file, `tensor "${name}": unexpected (not a parameter of ${model.kind})`);
-    if (weights.has(param)) fail("checkpoint", file, `tensor "${name}": stored twice (with and without a prefix)`);
+    if (!shape)
+      fail("checkpoint", file, `tensor "${name}": unexpected (not a parameter of ${model.kind})`);
+    if (weights.has(param))
+      fail("checkpoint", file, `tensor "${name}": stored twice (with and without a prefix)`);
     if (formatShape(t.shape) !== formatShape(shape))
-      fail("checkpoint", file, `tensor "${name}": shape ${formatShape(t.shape)} in the file, the model needs ${formatShape(shape)}`);
+      fail(
+        "checkpoint",
+        file,
+        `tensor "${name}": shape ${formatShape(t.shape)} in the file, the model needs ${formatShape(shape)}`,
+      );
     weights.set(param, { shape: t.shape, data: t.data });
   }
   for (const [param, shape] of want)
-    if (!weights.has(param)) fail("checkpoint", file, `tensor "${param}": missing (the model needs f32${formatShape(shape)})`);
+    if (!weights.has(param))
+      fail(
+        "checkpoint",
+        file,
+        `tensor "${param}": missing (the model needs f32${formatShape(shape)})`,
+      );
   return { dir, model, graph, weights };
 }

@@ -33,9 +33,16 @@ export function lastRow(l: Logits): Float64Array {
   return l.data.subarray((l.rows - 1) * l.cols, l.rows * l.cols);
 }
 
-export function sample(row: ArrayLike<number>, temperature: number, topK: number | undefined, rand: () => number): number {
+export function sample(
+  row: ArrayLike<number>,
+  temperature: number,
+  topK: number | undefined,
+  rand: () => number,
+): number {
   if (temperature === 0) return argmax(row);
-  const ids = Array.from({ length: row.length }, (_, i) => i).sort((a, b) => row[b] - row[a] || a - b);
+  const ids = Array.from({ length: row.length }, (_, i) => i).sort(
+    (a, b) => row[b] - row[a] || a - b,
+  );
   const keep = ids.slice(0, topK ?? ids.length);
   const m = row[keep[0]];
   const w = keep.map((i) => Math.exp((row[i] - m) / temperature));
@@ -48,14 +55,20 @@ export function checkGenerateOptions(o: GenerateOptions): void {
   if (!Number.isInteger(o.maxNewTokens) || o.maxNewTokens < 0)
     fail("usage", "--max-new-tokens", `must be a non-negative integer, got ${o.maxNewTokens}`);
   const t = o.temperature ?? 0;
-  if (!(t >= 0) || !Number.isFinite(t)) fail("usage", "--temperature", `must be a number ≥ 0, got ${t}`);
+  if (!(t >= 0) || !Number.isFinite(t))
+    fail("usage", "--temperature", `must be a number ≥ 0, got ${t}`);
   if (o.topK !== undefined && (!Number.isInteger(o.topK) || o.topK < 1))
     fail("usage", "--top-k", `must be a positive integer, got ${o.topK}`);
 }
 
 /** Returns only the new token ids. Recomputes the whole prefix each step (the KV cache arrives
  *  with the optimizer's lowering). */
-export function generate(r: Runner, prompt: readonly number[], src: readonly number[] | undefined, o: GenerateOptions): number[] {
+export function generate(
+  r: Runner,
+  prompt: readonly number[],
+  src: readonly number[] | undefined,
+  o: GenerateOptions,
+): number[] {
   checkGenerateOptions(o);
   packInputs(r.model, prompt, src); // token ids are checked before the first step
   if (prompt.length + o.maxNewTokens > r.maxLength)

@@ -37,17 +37,30 @@ function checkIds(ids: readonly number[], vocab: number, flag: string): NDArray 
   if (ids.length === 0) fail("input", flag, "needs at least one token id");
   ids.forEach((id, i) => {
     if (!Number.isInteger(id) || id < 0 || id >= vocab)
-      fail("input", flag, `token id ${id} at position ${i} is outside the vocabulary [0, ${vocab})`);
+      fail(
+        "input",
+        flag,
+        `token id ${id} at position ${i} is outside the vocabulary [0, ${vocab})`,
+      );
   });
   return ndarray([ids.length], ids);
 }
 
 /** Checks and packs the graph inputs for one forward pass. */
-export function packInputs(m: CheckpointModel, tokens: readonly number[], srcTokens?: readonly number[]): Map<string, NDArray> {
+export function packInputs(
+  m: CheckpointModel,
+  tokens: readonly number[],
+  srcTokens?: readonly number[],
+): Map<string, NDArray> {
   const v = vocabularies(m);
   const inputs = new Map([["tokens", checkIds(tokens, v.tokens, "--tokens")]]);
   if (v.src_tokens !== undefined) {
-    if (!srcTokens) fail("input", "--src-tokens", `the ${m.kind} model is an encoder–decoder: give the source sequence`);
+    if (!srcTokens)
+      fail(
+        "input",
+        "--src-tokens",
+        `the ${m.kind} model is an encoder–decoder: give the source sequence`,
+      );
     inputs.set("src_tokens", checkIds(srcTokens, v.src_tokens, "--src-tokens"));
   } else if (srcTokens) fail("input", "--src-tokens", `the ${m.kind} model has no encoder`);
   return inputs;
@@ -79,6 +92,10 @@ export function makeRunner(ckpt: Checkpoint, target: Target): Runner {
       return referenceRunner(ckpt);
     case "ts":
     case "wgsl":
-      return fail("not-built", `--target ${target}`, "this backend is not built yet; use --target ref");
+      return fail(
+        "not-built",
+        `--target ${target}`,
+        "this backend is not built yet; use --target ref",
+      );
   }
 }

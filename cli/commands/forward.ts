@@ -17,7 +17,8 @@ vocabulary entry.
 
 export function targetFlag(s: string | undefined): Target {
   const t = s ?? "ref";
-  if (!(TARGETS as readonly string[]).includes(t)) fail("usage", "--target", `unknown target ${JSON.stringify(t)} (${TARGETS.join(", ")})`);
+  if (!(TARGETS as readonly string[]).includes(t))
+    fail("usage", "--target", `unknown target ${JSON.stringify(t)} (${TARGETS.join(", ")})`);
   return t as Target;
 }
 
@@ -34,12 +35,16 @@ export function forward(argv: readonly string[]): string {
   const target = targetFlag(values.target);
   const runner = makeRunner(loadCheckpoint(dir), target);
   const l = runner.forward(tokens, tokenList("--src-tokens", values["src-tokens"]));
-  const rows = Array.from({ length: l.rows }, (_, r) => l.data.subarray(r * l.cols, (r + 1) * l.cols));
+  const rows = Array.from({ length: l.rows }, (_, r) =>
+    l.data.subarray(r * l.cols, (r + 1) * l.cols),
+  );
   if (values.json) return JSON.stringify({ logits: rows.map((r) => Array.from(r)) }) + "\n";
   const lines = [`logits: ${l.rows} × ${l.cols} (${target})`, "pos  token  argmax  logit"];
   rows.forEach((r, i) => {
     const a = argmax(r);
-    lines.push(`${String(i).padStart(3)}  ${String(tokens[i]).padStart(5)}  ${String(a).padStart(6)}  ${r[a].toFixed(6)}`);
+    lines.push(
+      `${String(i).padStart(3)}  ${String(tokens[i]).padStart(5)}  ${String(a).padStart(6)}  ${r[a].toFixed(6)}`,
+    );
   });
   return lines.join("\n") + "\n";
 }

@@ -40,15 +40,24 @@ export function generate(argv: readonly string[]): string {
   if (maxNewTokens === undefined) fail("usage", "kiln generate", "--max-new-tokens is required");
   const target = targetFlag(values.target);
   const ckpt = loadCheckpoint(dir);
-  const tokenizer = values.prompt !== undefined || ckpt.model.kind === "gpt2" ? loadTokenizer(dir, values.prompt !== undefined) : undefined;
+  const tokenizer =
+    values.prompt !== undefined || ckpt.model.kind === "gpt2"
+      ? loadTokenizer(dir, values.prompt !== undefined)
+      : undefined;
   const prompt = tokenList("--tokens", values.tokens) ?? tokenizer!.encode(values.prompt!);
-  const tokens = run(makeRunner(ckpt, target), prompt, tokenList("--src-tokens", values["src-tokens"]), {
-    maxNewTokens,
-    temperature: numberFlag("--temperature", values.temperature, 0),
-    topK: intFlag("--top-k", values["top-k"]),
-    seed: intFlag("--seed", values.seed, 0),
-  });
+  const tokens = run(
+    makeRunner(ckpt, target),
+    prompt,
+    tokenList("--src-tokens", values["src-tokens"]),
+    {
+      maxNewTokens,
+      temperature: numberFlag("--temperature", values.temperature, 0),
+      topK: intFlag("--top-k", values["top-k"]),
+      seed: intFlag("--seed", values.seed, 0),
+    },
+  );
   const text = tokenizer?.decode(tokens);
-  if (values.json) return JSON.stringify({ tokens, prompt, ...(text !== undefined ? { text } : {}) }) + "\n";
+  if (values.json)
+    return JSON.stringify({ tokens, prompt, ...(text !== undefined ? { text } : {}) }) + "\n";
   return `${tokens.join(" ")}\n${text !== undefined ? `${JSON.stringify(text)}\n` : ""}`;
 }

@@ -20,7 +20,11 @@ export async function inspect(argv: readonly string[]): Promise<string> {
     locations: { type: "boolean" },
     format: { type: "string" },
   });
-  if (values.format !== undefined && values.format !== "text") fail("usage", "--format", `unknown format ${JSON.stringify(values.format)} (text)`);
-  const graph = await loadModelGraph(onePositional("inspect", positionals, "model"), values.config ?? []);
+  if (values.format !== undefined && values.format !== "text")
+    fail("usage", "--format", `unknown format ${JSON.stringify(values.format)} (text)`);
+  const graph = await loadModelGraph(
+    onePositional("inspect", positionals, "model"),
+    values.config ?? [],
+  );
   return printGraph(graph, { locations: values.locations ?? false });
 }

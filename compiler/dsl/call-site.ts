@@ -16,7 +16,12 @@ export function callSite(): string | undefined {
     const m = FRAME.exec(line.trim());
     if (!m) continue;
     const file = m[1].startsWith("file://") ? fileURLToPath(m[1]) : m[1];
-    if (file.startsWith(DSL_DIR) || file.startsWith("node:") || file.includes(`${sep}node_modules${sep}`)) continue;
+    if (
+      file.startsWith(DSL_DIR) ||
+      file.startsWith("node:") ||
+      file.includes(`${sep}node_modules${sep}`)
+    )
+      continue;
     const rel = relative(process.cwd(), file);
     return `${rel.startsWith("..") ? file : rel}:${m[2]}`;
   }

@@ -42,7 +42,8 @@ export interface AttentionMask {
   readonly keyPadding?: Tensor;
 }
 
-export const embed = (table: Tensor, ids: Tensor, hint = "emb"): Tensor => p.gather(table, ids, hint); // (T, C)
+export const embed = (table: Tensor, ids: Tensor, hint = "emb"): Tensor =>
+  p.gather(table, ids, hint); // (T, C)
 
 /** Learned positions: rows 0..T−1 of the table. */
 export function learnedPositions(table: Tensor, length: Dim): Tensor {
@@ -59,7 +60,8 @@ export function linear(x: Tensor, w: LinearParams, hint?: string): Tensor {
   return w.bias ? p.add(y, w.bias, hint) : y;
 }
 
-export const layerNorm = (x: Tensor, n: NormParams, hint = "ln"): Tensor => p.layerNormOp(x, n.weight, n.bias, n.eps, hint);
+export const layerNorm = (x: Tensor, n: NormParams, hint = "ln"): Tensor =>
+  p.layerNormOp(x, n.weight, n.bias, n.eps, hint);
 
 export function activation(x: Tensor, a: Activation): Tensor {
   switch (a) {
@@ -102,7 +104,12 @@ export function mergeHeads(x: Tensor): Tensor {
 }
 
 /** softmax(q·kᵀ/√D + mask)·v over heads: q [H,Tq,D], k and v [H,Tk,D] → [H,Tq,D]. */
-export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, mask: AttentionMask = {}): Tensor {
+export function scaledDotProductAttention(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  mask: AttentionMask = {},
+): Tensor {
   const d = q.type.shape[q.type.shape.length - 1] as number;
   let s = p.mul(p.matmul(q, k, { transposeB: true, hint: "scores" }), 1 / Math.sqrt(d), "scores"); // (H, Tq, Tk)
   if (mask.causal) s = p.causalMask(s);
@@ -114,8 +121,19 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, mask:
 }
 
 /** q [Tq,C], k and v [Tk,C] → [Tq,C], heads merged (before the output projection). */
-export function multiHeadAttention(q: Tensor, k: Tensor, v: Tensor, heads: number, mask: AttentionMask = {}): Tensor {
-  const o = scaledDotProductAttention(splitHeads(q, heads), splitHeads(k, heads), splitHeads(v, heads), mask);
+export function multiHeadAttention(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  heads: number,
+  mask: AttentionMask = {},
+): Tensor {
+  const o = scaledDotProductAttention(
+    splitHeads(q, heads),
+    splitHeads(k, heads),
+    splitHeads(v, heads),
+    mask,
+  );
   return mergeHeads(o); // (Tq, C)
 }
 
@@ -134,13 +152,21 @@ function third(w: LinearParams, i: number): LinearParams {
 export function selfAttention(x: Tensor, a: AttentionParams, mask: AttentionMask = {}): Tensor {
   const qkv = linear(x, a.qkv, "qkv"); // (T, 3C)
   const c = (qkv.type.shape[1] as number) / 3;
-  x.builder.require(Number.isInteger(c), `attention: merged projection width ${qkv.type.shape[1]} is not 3·C`);
+  x.builder.require(
+    Number.isInteger(c),
+    `attention: merged projection width ${qkv.type.shape[1]} is not 3·C`,
+  );
   const [q, k, v] = [0, 1, 2].map((i) => p.slice(qkv, 1, i * c, c, "qkv"[i])); // (T, C) each
   return linear(multiHeadAttention(q, k, v, a.heads, mask), a.out, "attn_out"); // (T, C)
 }
 
 /** Cross-attention: queries from x, keys and values from the encoder's memory. */
-export function crossAttention(x: Tensor, memory: Tensor, a: AttentionParams, mask: AttentionMask = {}): Tensor {
+export function crossAttention(
+  x: Tensor,
+  memory: Tensor,
+  a: AttentionParams,
+  mask: AttentionMask = {},
+): Tensor {
   const q = linear(x, third(a.qkv, 0), "q"); // (T, C)
   const k = linear(memory, third(a.qkv, 1), "k"); // (S, C)
   const v = linear(memory, third(a.qkv, 2), "v"); // (S, C)
@@ -162,11 +188,23 @@ export interface DecoderLayerParams extends EncoderLayerParams {
 }
 
 /** x + f(norm(x)) when pre-norm; norm(x + f(x)) when post-norm (the original Transformer). */
-function sublayer(x: Tensor, n: NormParams, place: NormPlacement, f: (h: Tensor) => Tensor): Tensor {
-  return place === "pre" ? p.add(x, f(layerNorm(x, n)), "res") : layerNorm(p.add(x, f(x), "res"), n);
+function sublayer(
+  x: Tensor,
+  n: NormParams,
+  place: NormPlacement,
+  f: (h: Tensor) => Tensor,
+): Tensor {
+  return place === "pre"
+    ? p.add(x, f(layerNorm(x, n)), "res")
+    : layerNorm(p.add(x, f(x), "res"), n);
 }
 
-export function encoderLayer(x: Tensor, l: EncoderLayerParams, place: NormPlacement, mask: AttentionMask = {}): Tensor {
+export function encoderLayer(
+  x: Tensor,
+  l: EncoderLayerParams,
+  place: NormPlacement,
+  mask: AttentionMask = {},
+): Tensor {
   x = sublayer(x, l.norm1, place, (h) => selfAttention(h, l.selfAttn, mask)); // (S, C)
   return sublayer(x, l.norm2, place, (h) => feedForward(h, l.ffn)); // (S, C)
 }
@@ -184,6 +222,10 @@ export function decoderLayer(
 }
 
 /** Applies layers in order: the encoder or decoder stack. */
-export function stack<P>(x: Tensor, layers: readonly P[], f: (x: Tensor, layer: P, i: number) => Tensor): Tensor {
+export function stack<P>(
+  x: Tensor,
+  layers: readonly P[],
+  f: (x: Tensor, layer: P, i: number) => Tensor,
+): Tensor {
   return layers.reduce((h, l, i) => f(h, l, i), x);
 }

@@ -30,21 +30,31 @@ export function buildGraph<C extends Config>(def: ModelDef<C>, config: Partial<C
 }
 
 /** Applies `key=value` overrides, parsing each value as the type of its default. */
-export function overrideConfig<C extends Config>(defaults: C, pairs: readonly string[], where: string): Partial<C> {
+export function overrideConfig<C extends Config>(
+  defaults: C,
+  pairs: readonly string[],
+  where: string,
+): Partial<C> {
   const out: Record<string, ConfigValue> = {};
   for (const pair of pairs) {
     const eq = pair.indexOf("=");
     const key = eq < 0 ? pair : pair.slice(0, eq);
     const raw = eq < 0 ? "" : pair.slice(eq + 1);
     if (eq < 0 || !Object.prototype.hasOwnProperty.call(defaults, key))
-      fail("usage", where, `--config ${pair}: expected key=value with key one of ${Object.keys(defaults).join(", ")}`);
+      fail(
+        "usage",
+        where,
+        `--config ${pair}: expected key=value with key one of ${Object.keys(defaults).join(", ")}`,
+      );
     const d = defaults[key];
     if (typeof d === "number") {
       const v = Number(raw);
-      if (raw.trim() === "" || !Number.isFinite(v)) fail("usage", where, `--config ${key}: ${JSON.stringify(raw)} is not a number`);
+      if (raw.trim() === "" || !Number.isFinite(v))
+        fail("usage", where, `--config ${key}: ${JSON.stringify(raw)} is not a number`);
       out[key] = v;
     } else if (typeof d === "boolean") {
-      if (raw !== "true" && raw !== "false") fail("usage", where, `--config ${key}: expected true or false`);
+      if (raw !== "true" && raw !== "false")
+        fail("usage", where, `--config ${key}: expected true or false`);
       out[key] = raw === "true";
     } else out[key] = raw;
   }

@@ -5,7 +5,6 @@ import { MultiDirectedGraph } from "graphology";
 import type { Attrs, OpName } from "./ops.ts";
 import type { Dim, TensorType } from "./shape.ts";
 
-
 /** A node's data; `op` and `attrs` vary together. */
 export type OpNode = { [O in OpName]: { readonly op: O; readonly attrs: Attrs[O] } }[OpName];
 
@@ -84,7 +83,12 @@ export function topoOrder(g: Graph): string[] {
 }
 
 /** Appends a node; operands must exist. */
-export function addNode(store: NodeStore, key: string, data: NodeData, ins: readonly string[]): void {
+export function addNode(
+  store: NodeStore,
+  key: string,
+  data: NodeData,
+  ins: readonly string[],
+): void {
   store.addNode(key, data);
   ins.forEach((src, slot) => store.addEdge(src, key, { slot }));
 }

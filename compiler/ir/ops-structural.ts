@@ -2,16 +2,28 @@
 import { isFloat } from "./dtype.ts";
 import { ndarray, strides, type NDArray } from "./ndarray.ts";
 import type { OpDecl } from "./ops.ts";
-import { dimEq, evalDim, formatShape, formatType, isDim, numel, type Dim, type Shape, type TensorType } from "./shape.ts";
+import {
+  dimEq,
+  evalDim,
+  formatShape,
+  formatType,
+  isDim,
+  numel,
+  type Dim,
+  type Shape,
+  type TensorType,
+} from "./shape.ts";
 
-type StructuralOp = "input" | "param" | "const" | "range" | "matmul" | "transpose" | "reshape" | "slice" | "gather";
+type StructuralOp =
+  "input" | "param" | "const" | "range" | "matmul" | "transpose" | "reshape" | "slice" | "gather";
 
 function declaredType(declared: TensorType | undefined): TensorType | string {
   return declared ?? "a source op needs a declared type";
 }
 
 function checkAxis(axis: number, rank: number): string | undefined {
-  if (!Number.isInteger(axis) || axis < 0 || axis >= rank) return `axis ${axis} out of range for rank ${rank}`;
+  if (!Number.isInteger(axis) || axis < 0 || axis >= rank)
+    return `axis ${axis} out of range for rank ${rank}`;
   return undefined;
 }
 
@@ -63,8 +75,18 @@ function matmulEval(transposeB: boolean, a: NDArray, b: NDArray, out: readonly n
 }
 
 export const STRUCTURAL: { readonly [O in StructuralOp]: OpDecl<O> } = {
-  input: { arity: 0, attrs: { name: "string" }, type: (_a, _i, d) => declaredType(d), eval: (a, _i, _o, ctx) => ctx.input(a.name) },
-  param: { arity: 0, attrs: { name: "string" }, type: (_a, _i, d) => declaredType(d), eval: (a, _i, _o, ctx) => ctx.param(a.name) },
+  input: {
+    arity: 0,
+    attrs: { name: "string" },
+    type: (_a, _i, d) => declaredType(d),
+    eval: (a, _i, _o, ctx) => ctx.input(a.name),
+  },
+  param: {
+    arity: 0,
+    attrs: { name: "string" },
+    type: (_a, _i, d) => declaredType(d),
+    eval: (a, _i, _o, ctx) => ctx.param(a.name),
+  },
   const: {
     arity: 0,
     attrs: { value: "float" },
@@ -85,7 +107,10 @@ export const STRUCTURAL: { readonly [O in StructuralOp]: OpDecl<O> } = {
     eval: (a, _i, out, ctx) => {
       const start = evalDim(a.start, ctx.bindings);
       if (start === undefined) throw new RangeError(`${ctx.node}: unbound dim in ${a.start}`);
-      return ndarray(out, Array.from({ length: out[0] }, (_, i) => start + i));
+      return ndarray(
+        out,
+        Array.from({ length: out[0] }, (_, i) => start + i),
+      );
     },
   },
   matmul: {
@@ -98,7 +123,9 @@ export const STRUCTURAL: { readonly [O in StructuralOp]: OpDecl<O> } = {
       if (x.shape.length < 2 || y.shape.length < 2) return `${show}: operands need rank ≥ 2`;
       const [rx, ry] = [x.shape.length, y.shape.length];
       const K = x.shape[rx - 1];
-      const [Ky, N] = a.transposeB ? [y.shape[ry - 1], y.shape[ry - 2]] : [y.shape[ry - 2], y.shape[ry - 1]];
+      const [Ky, N] = a.transposeB
+        ? [y.shape[ry - 1], y.shape[ry - 2]]
+        : [y.shape[ry - 2], y.shape[ry - 1]];
       if (!dimEq(K, Ky)) return `${show}: inner dims differ (${K} vs ${Ky})`;
       const bx = x.shape.slice(0, rx - 2);
       const by = y.shape.slice(0, ry - 2);
@@ -121,7 +148,8 @@ export const STRUCTURAL: { readonly [O in StructuralOp]: OpDecl<O> } = {
     type: (a, [x]) => {
       const r = x.shape.length;
       const ok = a.perm.length === r && [...a.perm].sort((p, q) => p - q).every((p, i) => p === i);
-      if (!ok) return `perm [${a.perm}] is not a permutation of the ${r} axes of ${formatShape(x.shape)}`;
+      if (!ok)
+        return `perm [${a.perm}] is not a permutation of the ${r} axes of ${formatShape(x.shape)}`;
       return { dtype: x.dtype, shape: a.perm.map((p) => x.shape[p]) };
     },
     eval: (a, [x], out) => {
@@ -166,7 +194,9 @@ export const STRUCTURAL: { readonly [O in StructuralOp]: OpDecl<O> } = {
     eval: (a, [x], out, ctx) => {
       const len = x.shape[a.axis];
       if (a.start + a.size > len)
-        throw new RangeError(`${ctx.node}: slice [${a.start}, ${a.start + a.size}) past axis length ${len}`);
+        throw new RangeError(
+          `${ctx.node}: slice [${a.start}, ${a.start + a.size}) past axis length ${len}`,
+        );
       const outer = numel(x.shape.slice(0, a.axis));
       const inner = numel(x.shape.slice(a.axis + 1));
       const res = ndarray(out);

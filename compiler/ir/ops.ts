@@ -62,9 +62,18 @@ export interface OpDecl<O extends OpName> {
   readonly attrs: { readonly [K in keyof Attrs[O]]-?: AttrKind };
   /** Result type from operand types, or a message saying why they don't fit. Source ops
    *  (input, param, const) return the declared type after checking it. */
-  readonly type: (a: Attrs[O], ins: readonly TensorType[], declared?: TensorType) => TensorType | string;
+  readonly type: (
+    a: Attrs[O],
+    ins: readonly TensorType[],
+    declared?: TensorType,
+  ) => TensorType | string;
   /** float64 reference semantics; `out` is the result shape with symbols bound. */
-  readonly eval: (a: Attrs[O], ins: readonly NDArray[], out: readonly number[], ctx: EvalContext) => NDArray;
+  readonly eval: (
+    a: Attrs[O],
+    ins: readonly NDArray[],
+    out: readonly number[],
+    ctx: EvalContext,
+  ) => NDArray;
 }
 
 export type OpTable = { readonly [O in OpName]: OpDecl<O> };

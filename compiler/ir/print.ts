@@ -18,7 +18,9 @@ export function formatNumber(x: number): string {
 
 /** A string as a JSON literal, with the JS line separators escaped too. */
 export function quote(s: string): string {
-  return JSON.stringify(s).replace(/\u2028/g, "\\u2028").replace(/\u2029/g, "\\u2029");
+  return JSON.stringify(s)
+    .replace(/\u2028/g, "\\u2028")
+    .replace(/\u2029/g, "\\u2029");
 }
 
 function formatAttr(kind: AttrKind, v: unknown): string {
@@ -62,8 +64,14 @@ export function printGraph(g: Graph, opts: PrintOptions = {}): string {
   for (const k of topoOrder(g)) {
     const n = nodeData(g, k);
     if (n.op === "input") continue;
-    const args = operands(g, k).map((o) => `%${o}`).join(", ");
-    body.push([`  %${k} = ${n.op}(${args})${formatAttrs(n)}`, formatType(n.type), comment(n, opts)]);
+    const args = operands(g, k)
+      .map((o) => `%${o}`)
+      .join(", ");
+    body.push([
+      `  %${k} = ${n.op}(${args})${formatAttrs(n)}`,
+      formatType(n.type),
+      comment(n, opts),
+    ]);
   }
   const width = Math.min(72, Math.max(0, ...body.map(([l]) => l.length)));
   for (const [l, t, c] of body) lines.push(`${l.padEnd(width)} : ${t}${c}`);

@@ -18,15 +18,14 @@ import {
   type Tensor,
 } from "../compiler/dsl/index.ts";
 
-export interface GPT2Config {
-  readonly [key: string]: number;
+export type GPT2Config = {
   readonly vocab_size: number; // 50257 BPE tokens
   readonly n_positions: number; // 1024: the context length
   readonly n_embd: number; // 768: channels C
   readonly n_layer: number; // 12 blocks
   readonly n_head: number; // 12 heads, each C / n_head wide
   readonly layer_norm_epsilon: number; // 1e-5
-}
+};
 
 /** GPT-2 small (124M parameters). */
 export const defaults: GPT2Config = {

@@ -22,8 +22,7 @@ import {
   type Tensor,
 } from "../compiler/dsl/index.ts";
 
-export interface Seq2SeqConfig {
-  readonly [key: string]: number;
+export type Seq2SeqConfig = {
   readonly num_encoder_layers: number; // 3
   readonly num_decoder_layers: number; // 3
   readonly emb_size: number; // 512: d_model
@@ -32,7 +31,7 @@ export interface Seq2SeqConfig {
   readonly tgt_vocab_size: number; // target vocabulary
   readonly dim_feedforward: number; // 512
   readonly max_len: number; // 5000: rows of the tutorial's positional table
-}
+};
 
 /** The tutorial's hyper-parameters (its vocabularies come from Multi30k; 10000 stands in). */
 export const defaults: Seq2SeqConfig = {

@@ -3,11 +3,18 @@
  *  op and the shapes, e.g. `models/gpt2.ts:42: matmul: [T,768] × [512,768]: inner dims differ`. */
 import { fail } from "../errors.ts";
 import type { DType } from "../ir/dtype.ts";
-import { addNode, newNodeStore, type DimBound, type Graph, type NodeData, type NodeStore } from "../ir/graph.ts";
+import {
+  addNode,
+  newNodeStore,
+  type DimBound,
+  type Graph,
+  type NodeData,
+  type NodeStore,
+} from "../ir/graph.ts";
 import { inferType } from "../ir/infer.ts";
-import type { Attrs, OpName } from "../ir/ops.ts";
+import { OPS, type AttrKind, type Attrs, type OpDecl, type OpName } from "../ir/ops.ts";
 import { isDim, isSymbol, formatShape, type Shape, type TensorType } from "../ir/shape.ts";
-import { verify } from "../ir/verify.ts";
+import { checkAttr, verify } from "../ir/verify.ts";
 import { callSite } from "./call-site.ts";
 
 /** A value in the model being built. */
@@ -41,22 +48,52 @@ export class ModelBuilder {
   }
 
   /** Adds a node after checking it with the op's type rule. */
-  node<O extends OpName>(op: O, attrs: Attrs[O], ins: readonly Tensor[], hint: string = op, declared?: TensorType): Tensor {
+  node<O extends OpName>(
+    op: O,
+    attrs: Attrs[O],
+    ins: readonly Tensor[],
+    hint: string = op,
+    declared?: TensorType,
+  ): Tensor {
     const loc = callSite();
     for (const t of ins)
-      if (t.builder !== this) fail("dsl", loc ?? this.name, `${op}: operand %${t.key} belongs to another model`);
-    const type = inferType(op, attrs, ins.map((t) => t.type), declared);
+      if (t.builder !== this)
+        fail("dsl", loc ?? this.name, `${op}: operand %${t.key} belongs to another model`);
+    const schema = (OPS[op] as OpDecl<OpName>).attrs as Readonly<Record<string, AttrKind>>;
+    const given = attrs as Readonly<Record<string, unknown>>;
+    for (const [name, kind] of Object.entries(schema))
+      if (!checkAttr(kind, given[name]))
+        fail(
+          "dsl",
+          loc ?? `model ${this.name}`,
+          `${op}: attribute ${name} must be ${kind}, got ${String(given[name])}`,
+        );
+    const type = inferType(
+      op,
+      attrs,
+      ins.map((t) => t.type),
+      declared,
+    );
     if (typeof type === "string") fail("dsl", loc ?? `model ${this.name}`, `${op}: ${type}`);
     const key = this.freshKey(hint);
     const data = { op, attrs, type, ...(loc ? { loc } : {}) } as NodeData;
-    addNode(this.store, key, data, ins.map((t) => t.key));
+    addNode(
+      this.store,
+      key,
+      data,
+      ins.map((t) => t.key),
+    );
     return { builder: this, key, type };
   }
 
   /** A graph input fed at run time. The name is an identifier (it is also the IR value name). */
   input(name: string, dtype: DType, shape: Shape): Tensor {
     const loc = callSite() ?? `model ${this.name}`;
-    if (!isSymbol(name)) fail("dsl", loc, `input: name ${JSON.stringify(name)} must be an identifier`);
+    if (!isSymbol(name))
+      fail("dsl", loc, `input: name ${JSON.stringify(name)} must be an identifier`);
+    // The name is also the value's key, which text IR reads back as the input's name.
+    if (name.length > MAX_KEY)
+      fail("dsl", loc, `input: name "${name}" is longer than ${MAX_KEY} characters`);
     if (this.store.hasNode(name)) fail("dsl", loc, `input: name "${name}" is already used`);
     if (!shape.every(isDim)) fail("dsl", loc, `input: bad shape ${formatShape(shape)}`);
     const t = this.node("input", { name }, [], name, { dtype, shape });
@@ -70,7 +107,11 @@ export class ModelBuilder {
     const seen = this.params.get(name);
     if (seen) {
       if (formatShape(seen.type.shape) !== formatShape(shape))
-        fail("dsl", callSite() ?? this.name, `param "${name}" declared as ${formatShape(seen.type.shape)} and ${formatShape(shape)}`);
+        fail(
+          "dsl",
+          callSite() ?? this.name,
+          `param "${name}" declared as ${formatShape(seen.type.shape)} and ${formatShape(shape)}`,
+        );
       return seen;
     }
     const t = this.node("param", { name }, [], name, { dtype, shape });
@@ -94,6 +135,13 @@ export class ModelBuilder {
   }
 
   finish(outputs: readonly Tensor[]): Graph {
+    for (const t of outputs)
+      if (t.builder !== this)
+        fail(
+          "dsl",
+          callSite() ?? `model ${this.name}`,
+          `output %${t.key} belongs to another model`,
+        );
     return verify({
       name: sanitize(this.name),
       nodes: this.store.copy(),

@@ -1,16 +1,18 @@
 /** One DSL function per IR op. Each checks its operands at once (see ModelBuilder.node); axes may
  *  be negative, counted from the end as in PyTorch. A number where a tensor is expected becomes a
  *  scalar constant. */
+import { fail } from "../errors.ts";
 import type { Dim, Shape } from "../ir/shape.ts";
+import { callSite } from "./call-site.ts";
 import type { Tensor } from "./builder.ts";
 
 type Operand = Tensor | number;
 
-function pair(a: Operand, b: Operand): [Tensor, Tensor] {
+function pair(a: Operand, b: Operand, op: string): [Tensor, Tensor] {
   if (typeof a !== "number" && typeof b !== "number") return [a, b];
   if (typeof a !== "number") return [a, a.builder.scalar(b as number, a)];
   if (typeof b !== "number") return [b.builder.scalar(a, b), b];
-  throw new TypeError("at least one operand must be a tensor");
+  fail("dsl", callSite() ?? "", `${op}: at least one operand must be a tensor, got ${a} and ${b}`);
 }
 
 function axisOf(x: Tensor, axis: number): number {
@@ -19,19 +21,19 @@ function axisOf(x: Tensor, axis: number): number {
 }
 
 export const add = (a: Operand, b: Operand, hint?: string): Tensor => {
-  const [x, y] = pair(a, b);
+  const [x, y] = pair(a, b, "add");
   return x.builder.node("add", {}, [x, y], hint);
 };
 export const sub = (a: Operand, b: Operand, hint?: string): Tensor => {
-  const [x, y] = pair(a, b);
+  const [x, y] = pair(a, b, "sub");
   return x.builder.node("sub", {}, [x, y], hint);
 };
 export const mul = (a: Operand, b: Operand, hint?: string): Tensor => {
-  const [x, y] = pair(a, b);
+  const [x, y] = pair(a, b, "mul");
   return x.builder.node("mul", {}, [x, y], hint);
 };
 export const div = (a: Operand, b: Operand, hint?: string): Tensor => {
-  const [x, y] = pair(a, b);
+  const [x, y] = pair(a, b, "div");
   return x.builder.node("div", {}, [x, y], hint);
 };
 
@@ -46,8 +48,11 @@ export const gelu = (x: Tensor): Tensor => x.builder.node("gelu", {}, [x]);
 /** GELU's tanh approximation, `gelu_new` in GPT-2. */
 export const geluTanh = (x: Tensor): Tensor => x.builder.node("gelu_tanh", {}, [x]);
 
-export const matmul = (a: Tensor, b: Tensor, opts: { transposeB?: boolean; hint?: string } = {}): Tensor =>
-  a.builder.node("matmul", { transposeB: opts.transposeB ?? false }, [a, b], opts.hint);
+export const matmul = (
+  a: Tensor,
+  b: Tensor,
+  opts: { transposeB?: boolean; hint?: string } = {},
+): Tensor => a.builder.node("matmul", { transposeB: opts.transposeB ?? false }, [a, b], opts.hint);
 
 export const transpose = (x: Tensor, perm: readonly number[], hint?: string): Tensor =>
   x.builder.node("transpose", { perm: [...perm] }, [x], hint);
@@ -55,8 +60,13 @@ export const transpose = (x: Tensor, perm: readonly number[], hint?: string): Te
 export const reshape = (x: Tensor, shape: Shape, hint?: string): Tensor =>
   x.builder.node("reshape", { shape: [...shape] }, [x], hint);
 
-export const slice = (x: Tensor, axis: number, start: number, size: number, hint?: string): Tensor =>
-  x.builder.node("slice", { axis: axisOf(x, axis), start, size }, [x], hint);
+export const slice = (
+  x: Tensor,
+  axis: number,
+  start: number,
+  size: number,
+  hint?: string,
+): Tensor => x.builder.node("slice", { axis: axisOf(x, axis), start, size }, [x], hint);
 
 export const gather = (table: Tensor, ids: Tensor, hint?: string): Tensor =>
   table.builder.node("gather", {}, [table, ids], hint);
@@ -76,8 +86,15 @@ export const causalMask = (x: Tensor): Tensor => x.builder.node("causal_mask", {
 export const maskedFill = (x: Tensor, mask: Tensor, value: number): Tensor =>
   x.builder.node("masked_fill", { value }, [x, mask]);
 
-export const layerNormOp = (x: Tensor, weight: Tensor, bias: Tensor, eps: number, hint?: string): Tensor =>
-  x.builder.node("layer_norm", { eps }, [x, weight, bias], hint);
+export const layerNormOp = (
+  x: Tensor,
+  weight: Tensor,
+  bias: Tensor,
+  eps: number,
+  hint?: string,
+): Tensor => x.builder.node("layer_norm", { eps }, [x, weight, bias], hint);
 
-export const sum = (x: Tensor, axis: number): Tensor => x.builder.node("reduce_sum", { axis: axisOf(x, axis) }, [x]);
-export const mean = (x: Tensor, axis: number): Tensor => x.builder.node("reduce_mean", { axis: axisOf(x, axis) }, [x]);
+export const sum = (x: Tensor, axis: number): Tensor =>
+  x.builder.node("reduce_sum", { axis: axisOf(x, axis) }, [x]);
+export const mean = (x: Tensor, axis: number): Tensor =>
+  x.builder.node("reduce_mean", { axis: axisOf(x, axis) }, [x]);

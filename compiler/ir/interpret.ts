@@ -22,20 +22,38 @@ export function bindDims(g: Graph, inputs: ReadonlyMap<string, NDArray>): Bindin
     const n = nodeData(g, k);
     const name = n.op === "input" ? n.attrs.name : k;
     const fed = inputs.get(name);
-    if (!fed) fail("input", `input "${name}"`, `not given (expects ${n.type.dtype}${formatShape(n.type.shape)})`);
+    if (!fed)
+      fail(
+        "input",
+        `input "${name}"`,
+        `not given (expects ${n.type.dtype}${formatShape(n.type.shape)})`,
+      );
     const decl = n.type.shape;
     if (fed.shape.length !== decl.length)
-      fail("input", `input "${name}"`, `expects rank ${decl.length} ${formatShape(decl)}, got [${fed.shape}]`);
+      fail(
+        "input",
+        `input "${name}"`,
+        `expects rank ${decl.length} ${formatShape(decl)}, got [${fed.shape}]`,
+      );
     decl.forEach((d, i) => {
       const got = fed.shape[i];
       if (typeof d === "string" && /^[A-Za-z_]\w*$/.test(d) && !b.has(d)) {
         const bound = g.bounds.get(d);
         if (bound && got > bound.max)
-          fail("input", `input "${name}"`, `length ${got} exceeds ${bound.why} (${d} ≤ ${bound.max})`);
+          fail(
+            "input",
+            `input "${name}"`,
+            `length ${got} exceeds ${bound.why} (${d} ≤ ${bound.max})`,
+          );
         b.set(d, got);
       }
       const want = evalDim(d, b);
-      if (want !== got) fail("input", `input "${name}"`, `expects ${formatShape(decl)}, got [${fed.shape}] (dim ${i})`);
+      if (want !== got)
+        fail(
+          "input",
+          `input "${name}"`,
+          `expects ${formatShape(decl)}, got [${fed.shape}] (dim ${i})`,
+        );
     });
   }
   return b;
@@ -79,7 +97,10 @@ export function interpret(g: Graph, feeds: Feeds): NDArray[] {
       v = (OPS[n.op] as OpDecl<OpName>).eval(n.attrs, ins, out, ctx);
     } catch (e) {
       if (e instanceof KilnError) throw e;
-      if (e instanceof GatherIndexError) fail("input", where, `gather: index ${e.index} is outside the table's ${e.rows} rows`);
+      if (e instanceof GatherIndexError)
+        fail("input", where, `gather: index ${e.index} is outside the table's ${e.rows} rows`);
+      // An eval's run-time check on bound sizes (a slice past a symbolic axis's length).
+      if (e instanceof RangeError) fail("input", where, e.message);
       throw e;
     }
     values.set(key, v);

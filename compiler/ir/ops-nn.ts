@@ -4,7 +4,14 @@ import { around, mapBroadcast, ndarray } from "./ndarray.ts";
 import type { OpDecl } from "./ops.ts";
 import { broadcastShapes, dimEq, formatShape, formatType, type TensorType } from "./shape.ts";
 
-type NNOp = "sinusoidal" | "softmax" | "causal_mask" | "masked_fill" | "layer_norm" | "reduce_sum" | "reduce_mean";
+type NNOp =
+  | "sinusoidal"
+  | "softmax"
+  | "causal_mask"
+  | "masked_fill"
+  | "layer_norm"
+  | "reduce_sum"
+  | "reduce_mean";
 
 function floatAxis(x: TensorType, axis: number): TensorType | string {
   if (!isFloat(x.dtype)) return `needs a float dtype, got ${formatType(x)}`;
@@ -19,7 +26,9 @@ function reduce(mean: boolean): OpDecl<"reduce_sum" | "reduce_mean"> {
     attrs: { axis: "int" },
     type: (a, [x]) => {
       const t = floatAxis(x, a.axis);
-      return typeof t === "string" ? t : { dtype: x.dtype, shape: x.shape.map((d, i) => (i === a.axis ? 1 : d)) };
+      return typeof t === "string"
+        ? t
+        : { dtype: x.dtype, shape: x.shape.map((d, i) => (i === a.axis ? 1 : d)) };
     },
     eval: (a, [x], out) => {
       const [outer, len, inner] = around(x.shape, a.axis);
@@ -40,8 +49,10 @@ export const NN: { readonly [O in NNOp]: OpDecl<O> } = {
     arity: 1,
     attrs: { dim: "int" },
     type: (a, [pos]) => {
-      if (pos.dtype !== "i32" || pos.shape.length !== 1) return `positions must be i32[T], got ${formatType(pos)}`;
-      if (!Number.isInteger(a.dim) || a.dim <= 0 || a.dim % 2 !== 0) return `dim ${a.dim} must be a positive even number`;
+      if (pos.dtype !== "i32" || pos.shape.length !== 1)
+        return `positions must be i32[T], got ${formatType(pos)}`;
+      if (!Number.isInteger(a.dim) || a.dim <= 0 || a.dim % 2 !== 0)
+        return `dim ${a.dim} must be a positive even number`;
       return { dtype: "f32", shape: [pos.shape[0], a.dim] };
     },
     // PE(p, 2i) = sin(p / 10000^(2i/d)), PE(p, 2i+1) = cos(p / 10000^(2i/d))
@@ -81,7 +92,8 @@ export const NN: { readonly [O in NNOp]: OpDecl<O> } = {
     arity: 1,
     attrs: {},
     type: (_a, [x]) => {
-      if (!isFloat(x.dtype) || x.shape.length < 2) return `needs a float tensor [..,Tq,Tk], got ${formatType(x)}`;
+      if (!isFloat(x.dtype) || x.shape.length < 2)
+        return `needs a float tensor [..,Tq,Tk], got ${formatType(x)}`;
       return x;
     },
     eval: (_a, [x], out) => {
@@ -90,7 +102,8 @@ export const NN: { readonly [O in NNOp]: OpDecl<O> } = {
       const res = ndarray(out, x.data);
       for (let b = 0; b < res.data.length; b += tq * tk)
         for (let i = 0; i < tq; i++)
-          for (let j = i + (tk - tq) + 1; j < tk; j++) res.data[b + i * tk + j] = -Infinity;
+          for (let j = Math.max(0, i + (tk - tq) + 1); j < tk; j++)
+            res.data[b + i * tk + j] = -Infinity;
       return res;
     },
   },
@@ -111,9 +124,13 @@ export const NN: { readonly [O in NNOp]: OpDecl<O> } = {
     arity: 3,
     attrs: { eps: "float" },
     type: (a, [x, g, b]) => {
-      if (!isFloat(x.dtype) || x.shape.length < 1) return `needs a float tensor, got ${formatType(x)}`;
+      if (!isFloat(x.dtype) || x.shape.length < 1)
+        return `needs a float tensor, got ${formatType(x)}`;
       const c = x.shape[x.shape.length - 1];
-      for (const [what, t] of [["weight", g], ["bias", b]] as const)
+      for (const [what, t] of [
+        ["weight", g],
+        ["bias", b],
+      ] as const)
         if (t.dtype !== x.dtype || t.shape.length !== 1 || !dimEq(t.shape[0], c))
           return `${what} ${formatType(t)} must be ${x.dtype}[${c}] to normalize ${formatShape(x.shape)}`;
       if (!(a.eps > 0)) return `eps ${a.eps} must be positive`;
@@ -129,7 +146,8 @@ export const NN: { readonly [O in NNOp]: OpDecl<O> } = {
         let v = 0;
         for (let k = 0; k < c; k++) v += (x.data[o + k] - mean) ** 2;
         const inv = 1 / Math.sqrt(v / c + a.eps);
-        for (let k = 0; k < c; k++) res.data[o + k] = (x.data[o + k] - mean) * inv * g.data[k] + b.data[k];
+        for (let k = 0; k < c; k++)
+          res.data[o + k] = (x.data[o + k] - mean) * inv * g.data[k] + b.data[k];
       }
       return res;
     },

@@ -3,20 +3,21 @@
 import { fail } from "../errors.ts";
 import { isDType } from "./dtype.ts";
 import { addNode, newNodeStore, type DimBound, type Graph, type NodeData } from "./graph.ts";
-import { OPS, isOpName, type AttrKind, type OpDecl, type OpName } from "./ops.ts";
-import type { Dim, TensorType } from "./shape.ts";
+import { OPS, isOpName, type AnyAttrs, type AttrKind, type OpDecl, type OpName } from "./ops.ts";
+import { inferType } from "./infer.ts";
+import { formatType, shapeEq, type Dim, type TensorType } from "./shape.ts";
 import { checkAttr, verify } from "./verify.ts";
 
 type Tok =
   | { t: "val"; s: string } // %name
   | { t: "graph"; s: string } // @name
   | { t: "word"; s: string } // identifier or symbolic dim (T, P+T), true/false, inf
-  | { t: "num"; v: number }
+  | { t: "num"; v: number; s: string }
   | { t: "str"; s: string }
   | { t: "punct"; s: string };
 
 const TOKEN =
-  /\s*(?:(%[A-Za-z0-9_.]+)|(@[A-Za-z0-9_.]+)|("(?:[^"\\]|\\.)*")|(-?inf\b|nan\b|-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)|([A-Za-z_][A-Za-z0-9_]*(?:\+[A-Za-z0-9_]+)*)|(->|<=|[()[\]{},:=]))/y;
+  /\s*(?:(%[A-Za-z0-9_.]+)|(@[A-Za-z0-9_.]+)|("(?:[^"\\]|\\.)*")|(-?inf(?![\w+])|nan(?![\w+])|-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)|([A-Za-z_][A-Za-z0-9_]*(?:\+[A-Za-z0-9_]+)*)|(->|<=|[()[\]{},:=]))/y;
 
 class Line {
   private toks: Tok[] = [];
@@ -29,11 +30,26 @@ class Line {
     while (TOKEN.lastIndex < text.length && text.slice(TOKEN.lastIndex).trim() !== "") {
       const start = TOKEN.lastIndex;
       const m = TOKEN.exec(text);
-      if (!m) this.err(`unexpected text at column ${start + 1}: ${JSON.stringify(text.slice(start, start + 20))}`);
+      if (!m)
+        this.err(
+          `unexpected text at column ${start + 1}: ${JSON.stringify(text.slice(start, start + 20))}`,
+        );
       if (m[1]) this.toks.push({ t: "val", s: m[1].slice(1) });
       else if (m[2]) this.toks.push({ t: "graph", s: m[2].slice(1) });
       else if (m[3]) this.toks.push({ t: "str", s: JSON.parse(m[3]) as string });
-      else if (m[4]) this.toks.push({ t: "num", v: m[4] === "nan" ? NaN : m[4].endsWith("inf") ? (m[4][0] === "-" ? -Infinity : Infinity) : Number(m[4]) });
+      else if (m[4])
+        this.toks.push({
+          t: "num",
+          s: m[4],
+          v:
+            m[4] === "nan"
+              ? NaN
+              : m[4].endsWith("inf")
+                ? m[4][0] === "-"
+                  ? -Infinity
+                  : Infinity
+                : Number(m[4]),
+        });
       else if (m[5]) this.toks.push({ t: "word", s: m[5] });
       else this.toks.push({ t: "punct", s: m[6] });
     }
@@ -69,6 +85,7 @@ class Line {
     const t = this.next("a dim");
     if (t.t === "num" && Number.isSafeInteger(t.v) && t.v >= 0) return t.v;
     if (t.t === "word") return t.s;
+    if (t.t === "num" && (t.s === "inf" || t.s === "nan")) return t.s; // symbols that read like numbers
     this.err("expected a dim (a size or a symbol)");
   }
   list<X>(item: () => X): X[] {
@@ -93,7 +110,14 @@ class Line {
     else if (kind === "dim") v = this.dim();
     else {
       const t = this.next(`a value for ${name}`);
-      v = t.t === "num" ? t.v : t.t === "str" ? t.s : t.t === "word" && (t.s === "true" || t.s === "false") ? t.s === "true" : undefined;
+      v =
+        t.t === "num"
+          ? t.v
+          : t.t === "str"
+            ? t.s
+            : t.t === "word" && (t.s === "true" || t.s === "false")
+              ? t.s === "true"
+              : undefined;
     }
     if (!checkAttr(kind, v)) this.err(`attribute ${name} must be ${kind}`);
     return v;
@@ -157,8 +181,9 @@ export function parseGraph(text: string, file = "<ir>"): Graph {
   h.punct(")");
   h.punct("->");
   h.punct("(");
+  const outTypes: TensorType[] = [];
   while (!h.isPunct(")")) {
-    h.type();
+    outTypes.push(h.type());
     if (!h.isPunct(")")) h.punct(",");
   }
   h.punct(")");
@@ -178,7 +203,8 @@ export function parseGraph(text: string, file = "<ir>"): Graph {
     if (outputs) l.err("statement after return");
     if (first.t === "word" && first.s === "dim") {
       const sym = l.next("a symbol");
-      if (sym.t !== "word") l.err("expected a symbol");
+      if (sym.t !== "word" && !(sym.t === "num" && (sym.s === "inf" || sym.s === "nan")))
+        l.err("expected a symbol");
       l.punct("<=");
       const max = l.number();
       const why = l.next("a quoted reason");
@@ -192,6 +218,14 @@ export function parseGraph(text: string, file = "<ir>"): Graph {
         outputs.push(k);
         if (!l.done()) l.punct(",");
       }
+      const got = outputs.map((k) => store.getNodeAttributes(k).type);
+      if (
+        got.length !== outTypes.length ||
+        got.some((t, i) => t.dtype !== outTypes[i].dtype || !shapeEq(t.shape, outTypes[i].shape))
+      )
+        l.err(
+          `returns (${got.map(formatType).join(", ")}) but the signature says (${outTypes.map(formatType).join(", ")})`,
+        );
     } else if (first.t === "val") {
       parseNode(l, first.s, store, parseComment(com));
     } else l.err("expected '%name = op(...)', 'dim', 'return' or '}'");
@@ -199,7 +233,12 @@ export function parseGraph(text: string, file = "<ir>"): Graph {
   fail("ir", where(), "missing closing '}'");
 }
 
-function parseNode(l: Line, key: string, store: ReturnType<typeof newNodeStore>, c: { origin?: string; loc?: string }): void {
+function parseNode(
+  l: Line,
+  key: string,
+  store: ReturnType<typeof newNodeStore>,
+  c: { origin?: string; loc?: string },
+): void {
   if (store.hasNode(key)) l.err(`%${key} defined twice`);
   l.punct("=");
   const op = l.next("an op name");
@@ -220,7 +259,8 @@ function parseNode(l: Line, key: string, store: ReturnType<typeof newNodeStore>,
     l.punct("{");
     while (!l.isPunct("}")) {
       const k = l.next("an attribute name");
-      if (k.t !== "word" || !(k.s in schema)) l.err(`${opName} has no attribute ${k.t === "word" ? k.s : "?"}`);
+      if (k.t !== "word" || !(k.s in schema))
+        l.err(`${opName} has no attribute ${k.t === "word" ? k.s : "?"}`);
       l.punct("=");
       attrs[k.s] = l.attr(schema[k.s], k.s);
       if (!l.isPunct("}")) l.punct(",");
@@ -231,6 +271,17 @@ function parseNode(l: Line, key: string, store: ReturnType<typeof newNodeStore>,
   l.punct(":");
   const type = l.type();
   if (!l.done()) l.err("unexpected text after the type");
-  const data = { op: opName, attrs, type, loc: c.loc ?? l.where, ...(c.origin ? { origin: c.origin } : {}) } as NodeData;
+  const ins = args.map((a) => store.getNodeAttributes(a).type);
+  const want = inferType(opName, attrs as AnyAttrs, ins, type);
+  if (typeof want === "string") l.err(`${opName}: ${want}`);
+  if (want.dtype !== type.dtype || !shapeEq(want.shape, type.shape))
+    l.err(`recorded type ${formatType(type)} but ${opName} gives ${formatType(want)}`);
+  const data = {
+    op: opName,
+    attrs,
+    type,
+    loc: c.loc ?? l.where,
+    ...(c.origin ? { origin: c.origin } : {}),
+  } as NodeData;
   addNode(store, key, data, args);
 }

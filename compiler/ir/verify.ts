@@ -43,25 +43,33 @@ export function problems(g: Graph): string[] {
     if (!isOpName(n.op)) return void out.push(`${at(k)}: unknown op ${String(n.op)}`);
     const decl = OPS[n.op] as OpDecl<OpName>;
     const slots = operands(g, k);
-    if (slots.length !== decl.arity) out.push(`${at(k)}: ${n.op} takes ${decl.arity} operand(s), has ${slots.length}`);
+    if (slots.length !== decl.arity)
+      out.push(`${at(k)}: ${n.op} takes ${decl.arity} operand(s), has ${slots.length}`);
     const schema = decl.attrs as Readonly<Record<string, AttrKind>>;
     const attrs = n.attrs as Readonly<Record<string, unknown>>;
+    let attrsOk = true;
     for (const [name, kind] of Object.entries(schema))
-      if (!checkAttr(kind, attrs[name])) out.push(`${at(k)}: ${n.op} attribute ${name} must be ${kind}`);
+      if (!checkAttr(kind, attrs[name])) {
+        attrsOk = false;
+        out.push(`${at(k)}: ${n.op} attribute ${name} must be ${kind}`);
+      }
     for (const name of Object.keys(attrs))
       if (!(name in schema)) out.push(`${at(k)}: ${n.op} has no attribute ${name}`);
-    if (slots.length !== decl.arity) return;
+    if (slots.length !== decl.arity || !attrsOk) return; // the type rule may rely on both
     const t = inferNode(g, k);
     if (typeof t === "string") out.push(`${at(k)}: ${n.op}: ${t}`);
     else if (t.dtype !== n.type.dtype || !shapeEq(t.shape, n.type.shape))
       out.push(`${at(k)}: recorded type ${formatType(n.type)} but ${n.op} gives ${formatType(t)}`);
   });
   for (const k of g.inputs)
-    if (!g.nodes.hasNode(k) || nodeData(g, k).op !== "input") out.push(`@${g.name}: input %${k} is not an input node`);
+    if (!g.nodes.hasNode(k) || nodeData(g, k).op !== "input")
+      out.push(`@${g.name}: input %${k} is not an input node`);
   g.nodes.forEachNode((k, n) => {
-    if (n.op === "input" && !g.inputs.includes(k)) out.push(`${at(k)}: input node missing from the signature`);
+    if (n.op === "input" && !g.inputs.includes(k))
+      out.push(`${at(k)}: input node missing from the signature`);
   });
-  for (const k of g.outputs) if (!g.nodes.hasNode(k)) out.push(`@${g.name}: output %${k} does not exist`);
+  for (const k of g.outputs)
+    if (!g.nodes.hasNode(k)) out.push(`@${g.name}: output %${k} does not exist`);
   if (g.outputs.length === 0) out.push(`@${g.name}: the graph has no outputs`);
   return out;
 }
@@ -69,6 +77,11 @@ export function problems(g: Graph): string[] {
 /** Throws a KilnError listing every problem. */
 export function verify(g: Graph, after?: string): Graph {
   const p = problems(g);
-  if (p.length > 0) fail("ir", `@${g.name}`, `verification failed${after ? ` after ${after}` : ""}:\n  ${p.join("\n  ")}`);
+  if (p.length > 0)
+    fail(
+      "ir",
+      `@${g.name}`,
+      `verification failed${after ? ` after ${after}` : ""}:\n  ${p.join("\n  ")}`,
+    );
   return g;
 }

@@ -24,11 +24,15 @@ export interface Tensor {
   readonly type: TensorType;
 }
 
-const MAX_KEY = 48;
+const MAX_KEY = 64;
 
-/** A value name for text IR made from a hint: letters, digits, `_` and `.` only. */
+/** A value name for text IR made from a hint: letters, digits, `_` and `.` only. A long hint keeps
+ *  its end, which is the part that tells values apart (`….layers.0.self_attn.out_proj.weight`). */
 function sanitize(hint: string): string {
-  let s = hint.replace(/[^A-Za-z0-9_.]+/g, "_").slice(0, MAX_KEY);
+  let s = hint
+    .replace(/[^A-Za-z0-9_.]+/g, "_")
+    .slice(-MAX_KEY)
+    .replace(/^[._]+/, "");
   if (!/^[A-Za-z_]/.test(s)) s = `v${s}`;
   return s;
 }
@@ -104,6 +108,12 @@ export class ModelBuilder {
   /** A weight, named as in the checkpoint. Declaring the same name twice returns the same value
    *  (tied weights), provided the shapes agree. */
   param(name: string, shape: Shape, dtype: DType = "f32"): Tensor {
+    if (!shape.every((d) => typeof d === "number" && isDim(d)))
+      fail(
+        "dsl",
+        callSite() ?? `model ${this.name}`,
+        `param "${name}": shape ${formatShape(shape)} must be non-negative integers`,
+      );
     const seen = this.params.get(name);
     if (seen) {
       if (formatShape(seen.type.shape) !== formatShape(shape))
@@ -127,6 +137,13 @@ export class ModelBuilder {
   /** Declares an upper bound on a symbolic dim, checked when inputs are fed. */
   bound(symbol: string, max: number, why: string): void {
     this.boundMap.set(symbol, { max, why });
+  }
+
+  /** Declares a bound unless the model already gave one (a layer's implied limit, such as a
+   *  positional table's rows, yields to the model's own words for it). */
+  impliedBound(symbol: string, max: number, why: string): void {
+    const b = this.boundMap.get(symbol);
+    if (!b || b.max > max) this.boundMap.set(symbol, { max, why });
   }
 
   /** Fails with a DSL error at the caller's line unless `ok`. */

@@ -47,6 +47,9 @@ export const embed = (table: Tensor, ids: Tensor, hint = "emb"): Tensor =>
 
 /** Learned positions: rows 0..T−1 of the table. */
 export function learnedPositions(table: Tensor, length: Dim): Tensor {
+  const rows = table.type.shape[0];
+  if (typeof length === "string" && typeof rows === "number")
+    table.builder.impliedBound(length, rows, `the positional table's ${rows} rows`);
   return p.gather(table, p.range(table, length), "pos_emb"); // (T, C)
 }
 
@@ -56,7 +59,11 @@ export function sinusoidalPositions(like: Tensor, length: Dim, dim: number): Ten
 }
 
 export function linear(x: Tensor, w: LinearParams, hint?: string): Tensor {
-  const y = p.matmul(x, w.weight, { transposeB: w.layout === "out_in", hint });
+  // The value named by the hint is the layer's result: the bias add when there is one.
+  const y = p.matmul(x, w.weight, {
+    transposeB: w.layout === "out_in",
+    hint: w.bias && hint ? `${hint}_mm` : hint,
+  });
   return w.bias ? p.add(y, w.bias, hint) : y;
 }
 

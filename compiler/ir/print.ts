@@ -3,17 +3,13 @@
 import { nodeData, operands, topoOrder, type Graph, type NodeData } from "./graph.ts";
 import { OPS, type AttrKind, type OpDecl, type OpName } from "./ops.ts";
 import { formatShape, formatType, type Dim } from "./shape.ts";
+import { formatNumber } from "./format-number.ts";
+
+export { formatNumber };
 
 export interface PrintOptions {
   /** Append `@ file:line` of the DSL call that made each node. */
   readonly locations?: boolean;
-}
-
-export function formatNumber(x: number): string {
-  if (Number.isNaN(x)) return "nan";
-  if (x === Infinity) return "inf";
-  if (x === -Infinity) return "-inf";
-  return Object.is(x, -0) ? "-0" : String(x);
 }
 
 /** A string as a JSON literal, with the JS line separators escaped too. */

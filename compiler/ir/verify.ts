@@ -55,6 +55,7 @@ export function problems(g: Graph): string[] {
       }
     for (const name of Object.keys(attrs))
       if (!(name in schema)) out.push(`${at(k)}: ${n.op} has no attribute ${name}`);
+    if (!n.type.shape.every(isDim)) out.push(`${at(k)}: bad shape in type ${formatType(n.type)}`);
     if (slots.length !== decl.arity || !attrsOk) return; // the type rule may rely on both
     const t = inferNode(g, k);
     if (typeof t === "string") out.push(`${at(k)}: ${n.op}: ${t}`);

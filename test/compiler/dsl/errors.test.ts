@@ -156,7 +156,7 @@ describe("DSL errors name this file, the line, the op and the shapes", () => {
 
   it("bad input names, shapes and duplicates", () => {
     const { m } = model();
-    const long = "n".repeat(49);
+    const long = "n".repeat(65);
     const cases: [string, () => unknown, string][] = [
       ["in1", () => m.input(/*@in1*/ "1x", "i32", ["T"]), 'input: name "1x" must be an identifier'],
       [
@@ -168,12 +168,12 @@ describe("DSL errors name this file, the line, the op and the shapes", () => {
       ["in4", () => m.input(/*@in4*/ "x", "i32", ["T"]), 'input: name "x" is already used'],
       ["in5", () => m.input(/*@in5*/ "y", "i32", ["T", -1]), "input: bad shape [T,-1]"],
       ["in6", () => m.input(/*@in6*/ "z", "i32", ["T", 1.5]), "input: bad shape [T,1.5]"],
-      // Regression: a name past 48 characters was truncated as the IR key, which text IR then
+      // Regression: a name past 64 characters was truncated as the IR key, which text IR then
       // read back as a different input name.
       [
         "in7",
         () => m.input(/*@in7*/ long, "i32", ["T"]),
-        `input: name "${long}" is longer than 48 characters`,
+        `input: name "${long}" is longer than 64 characters`,
       ],
     ];
     for (const [marker, f, detail] of cases) expect(dslError(marker, f).detail).toBe(detail);

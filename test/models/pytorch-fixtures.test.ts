@@ -13,22 +13,36 @@ const FIXTURES = join(import.meta.dirname, "..", "fixtures");
 interface Expected {
   model_type: "gpt2" | "seq2seq";
   forward: { tokens: number[]; src_tokens?: number[]; logits: number[][] }[];
-  generate: { tokens: number[]; src_tokens?: number[]; max_new_tokens: number; new_tokens: number[] }[];
+  generate: {
+    tokens: number[];
+    src_tokens?: number[];
+    max_new_tokens: number;
+    new_tokens: number[];
+  }[];
 }
 
-const fixtures = readdirSync(FIXTURES).filter((d) => statSync(join(FIXTURES, d)).isDirectory() && d !== "tokenizer");
+const fixtures = readdirSync(FIXTURES).filter(
+  (d) => statSync(join(FIXTURES, d)).isDirectory() && d !== "tokenizer",
+);
 
 /** max over elements of |Δ| / max(1, |ref|) */
 export function relError(got: readonly number[][], want: readonly number[][]): number {
   let worst = 0;
-  want.forEach((row, i) => row.forEach((w, j) => (worst = Math.max(worst, Math.abs(got[i][j] - w) / Math.max(1, Math.abs(w))))));
+  want.forEach((row, i) =>
+    row.forEach(
+      (w, j) => (worst = Math.max(worst, Math.abs(got[i][j] - w) / Math.max(1, Math.abs(w)))),
+    ),
+  );
   return worst;
 }
 
 const src = (s: number[] | undefined) => (s ? ["--src-tokens", s.join(",")] : []);
 
 it("has fixtures of both layouts", () => {
-  const kinds = fixtures.map((f) => (JSON.parse(readFileSync(join(FIXTURES, f, "expected.json"), "utf8")) as Expected).model_type);
+  const kinds = fixtures.map(
+    (f) =>
+      (JSON.parse(readFileSync(join(FIXTURES, f, "expected.json"), "utf8")) as Expected).model_type,
+  );
   expect(new Set(kinds)).toEqual(new Set(["gpt2", "seq2seq"]));
 });
 
@@ -36,26 +50,53 @@ describe.each(fixtures)("%s", (name) => {
   const dir = join(FIXTURES, name);
   const expected = JSON.parse(readFileSync(join(dir, "expected.json"), "utf8")) as Expected;
 
-  it.each(expected.forward.map((c, i) => [i, c] as const))("forward case %i reproduces PyTorch's logits", async (_i, c) => {
-    const r = await kiln("forward", dir, "--tokens", c.tokens.join(","), ...src(c.src_tokens), "--target", "ref", "--json");
-    expect(r.stderr).toBe("");
-    const { logits } = JSON.parse(r.stdout) as { logits: number[][] };
-    expect(logits.length).toBe(c.logits.length);
-    expect(logits[0].length).toBe(c.logits[0].length);
-    expect(relError(logits, c.logits)).toBeLessThanOrEqual(1e-4);
-    // Far tighter in fact: torch ran in float64 on the same weights. Only the seq2seq fixtures
-    // differ at ~1e-6, because torch's positional table is computed in float32 while kiln's
-    // sinusoidal op is exact.
-    expect(relError(logits, c.logits)).toBeLessThanOrEqual(expected.model_type === "gpt2" ? 1e-9 : 1e-5);
-    expect(logits.map(argmax)).toEqual(c.logits.map(argmax));
-  });
+  it.each(expected.forward.map((c, i) => [i, c] as const))(
+    "forward case %i reproduces PyTorch's logits",
+    async (_i, c) => {
+      const r = await kiln(
+        "forward",
+        dir,
+        "--tokens",
+        c.tokens.join(","),
+        ...src(c.src_tokens),
+        "--target",
+        "ref",
+        "--json",
+      );
+      expect(r.stderr).toBe("");
+      const { logits } = JSON.parse(r.stdout) as { logits: number[][] };
+      expect(logits.length).toBe(c.logits.length);
+      expect(logits[0].length).toBe(c.logits[0].length);
+      expect(relError(logits, c.logits)).toBeLessThanOrEqual(1e-4);
+      // Far tighter in fact: torch ran in float64 on the same weights. Only the seq2seq fixtures
+      // differ at ~1e-6, because torch's positional table is computed in float32 while kiln's
+      // sinusoidal op is exact.
+      expect(relError(logits, c.logits)).toBeLessThanOrEqual(
+        expected.model_type === "gpt2" ? 1e-9 : 1e-5,
+      );
+      expect(logits.map(argmax)).toEqual(c.logits.map(argmax));
+    },
+  );
 
-  it.each(expected.generate.map((c, i) => [i, c] as const))("greedy case %i reproduces PyTorch's tokens", async (_i, c) => {
-    const r = await kiln(
-      "generate", dir, "--tokens", c.tokens.join(","), ...src(c.src_tokens),
-      "--max-new-tokens", String(c.max_new_tokens), "--temperature", "0", "--target", "ref", "--json",
-    );
-    expect(r.stderr).toBe("");
-    expect((JSON.parse(r.stdout) as { tokens: number[] }).tokens).toEqual(c.new_tokens);
-  });
+  it.each(expected.generate.map((c, i) => [i, c] as const))(
+    "greedy case %i reproduces PyTorch's tokens",
+    async (_i, c) => {
+      const r = await kiln(
+        "generate",
+        dir,
+        "--tokens",
+        c.tokens.join(","),
+        ...src(c.src_tokens),
+        "--max-new-tokens",
+        String(c.max_new_tokens),
+        "--temperature",
+        "0",
+        "--target",
+        "ref",
+        "--json",
+      );
+      expect(r.stderr).toBe("");
+      expect((JSON.parse(r.stdout) as { tokens: number[] }).tokens).toEqual(c.new_tokens);
+    },
+  );
 });

@@ -14,6 +14,8 @@ export type NodeData = OpNode & {
   readonly loc?: string;
   /** The pass that made this node, shown as a comment in text IR. */
   readonly origin?: string;
+  /** For a node a fusion made: the keys of the original (unfused) nodes it computes. */
+  readonly covers?: readonly string[];
 };
 
 export interface EdgeData {

@@ -1,7 +1,7 @@
 /** Type inference for one node: the op's type rule applied to its operands' types. */
 import type { Graph, NodeData } from "./graph.ts";
 import { nodeData, operands } from "./graph.ts";
-import { OPS, type Attrs, type OpDecl, type OpName } from "./ops.ts";
+import { OPS, arityOk, formatArity, type Attrs, type OpDecl, type OpName } from "./ops.ts";
 import type { TensorType } from "./shape.ts";
 
 /** Calls the op's type rule; `declared` is used by source ops (input, param, const). */
@@ -12,7 +12,8 @@ export function inferType(
   declared?: TensorType,
 ): TensorType | string {
   const decl = OPS[op] as OpDecl<OpName>;
-  if (ins.length !== decl.arity) return `takes ${decl.arity} operand(s), got ${ins.length}`;
+  if (!arityOk(decl, ins.length))
+    return `takes ${formatArity(decl.arity)} operand(s), got ${ins.length}`;
   return decl.type(attrs, ins, declared);
 }
 

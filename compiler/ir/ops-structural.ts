@@ -15,7 +15,16 @@ import {
 } from "./shape.ts";
 
 type StructuralOp =
-  "input" | "param" | "const" | "range" | "matmul" | "transpose" | "reshape" | "slice" | "gather";
+  | "input"
+  | "param"
+  | "const"
+  | "range"
+  | "matmul"
+  | "transpose"
+  | "reshape"
+  | "slice"
+  | "gather"
+  | "concat";
 
 function declaredType(declared: TensorType | undefined): TensorType | string {
   return declared ?? "a source op needs a declared type";
@@ -41,7 +50,12 @@ function sameSize(a: Shape, b: Shape): boolean {
   return na === nb && sa === sb;
 }
 
-function matmulEval(transposeB: boolean, a: NDArray, b: NDArray, out: readonly number[]): NDArray {
+export function matmulEval(
+  transposeB: boolean,
+  a: NDArray,
+  b: NDArray,
+  out: readonly number[],
+): NDArray {
   const r = out.length;
   const [M, N] = [out[r - 2], out[r - 1]];
   const K = a.shape[a.shape.length - 1];
@@ -74,7 +88,48 @@ function matmulEval(transposeB: boolean, a: NDArray, b: NDArray, out: readonly n
   return res;
 }
 
+/** The sum of dims along a concat axis: a number when all are, else a `+`-sum. */
+function sumDims(ds: readonly Dim[]): Dim {
+  const n = ds.filter((d): d is number => typeof d === "number").reduce((a, b) => a + b, 0);
+  const syms = ds.filter((d): d is string => typeof d === "string");
+  if (syms.length === 0) return n;
+  return [...syms, ...(n ? [String(n)] : [])].join("+");
+}
+
 export const STRUCTURAL: { readonly [O in StructuralOp]: OpDecl<O> } = {
+  concat: {
+    arity: [1, Infinity],
+    attrs: { axis: "int" },
+    type: (a, ins) => {
+      const x = ins[0];
+      const bad = checkAxis(a.axis, x.shape.length);
+      if (bad) return bad;
+      for (const t of ins)
+        if (
+          t.dtype !== x.dtype ||
+          t.shape.length !== x.shape.length ||
+          t.shape.some((d, i) => i !== a.axis && !dimEq(d, x.shape[i]))
+        )
+          return `cannot concatenate ${ins.map((t) => formatType(t)).join(", ")} along axis ${a.axis}`;
+      return {
+        dtype: x.dtype,
+        shape: x.shape.map((d, i) => (i === a.axis ? sumDims(ins.map((t) => t.shape[a.axis])) : d)),
+      };
+    },
+    eval: (a, ins, out) => {
+      const res = ndarray(out);
+      const inner = numel(out.slice(a.axis + 1));
+      const outer = numel(out.slice(0, a.axis));
+      let at = 0;
+      for (const x of ins) {
+        const len = x.shape[a.axis] * inner;
+        for (let o = 0; o < outer; o++)
+          res.data.set(x.data.subarray(o * len, (o + 1) * len), o * out[a.axis] * inner + at);
+        at += len;
+      }
+      return res;
+    },
+  },
   input: {
     arity: 0,
     attrs: { name: "string" },

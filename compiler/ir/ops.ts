@@ -6,6 +6,8 @@ import type { Bindings, Dim, Shape, TensorType } from "./shape.ts";
 import { ELEMENTWISE, type ElementwiseOp } from "./ops-elementwise.ts";
 import { STRUCTURAL } from "./ops-structural.ts";
 import { NN } from "./ops-nn.ts";
+import { FUSED } from "./ops-fused.ts";
+import type { Expr } from "./expr.ts";
 
 type NoAttrs = Record<string, never>;
 
@@ -34,6 +36,7 @@ export interface Attrs {
   reshape: { shape: Shape };
   slice: { axis: number; start: number; size: number };
   gather: NoAttrs; // (table[V,..], ids i32[..]) → [..ids, ..]
+  concat: { axis: number }; // (xs…) joined along the axis
   // neural-network ops
   sinusoidal: { dim: number }; // (pos i32[T]) → f32[T,dim], "Attention Is All You Need" §3.5
   softmax: { axis: number }; // a row of all −∞ gives zeros
@@ -42,12 +45,18 @@ export interface Attrs {
   layer_norm: { eps: number }; // (x, γ, β) over the last axis
   reduce_sum: { axis: number }; // keeps the axis with size 1
   reduce_mean: { axis: number };
+  // fused ops, made by passes (ops-fused.ts)
+  map: { expr: Expr }; // an elementwise expression of $0, $1, … (broadcast)
+  matmul_epilogue: { transposeB: boolean; expr: Expr }; // (a, b, extras…): expr(acc, extras)
+  layer_norm_map: { eps: number; expr: Expr }; // (γ, β, xs…): layer_norm(expr(xs))
+  scale_softmax: { scale: number; causal: boolean }; // (x, [key mask]) over the last axis
+  attention: { heads: number; scale: number; causal: boolean }; // (q, k, v, [key mask]) [T,C]
 }
 
 export type OpName = keyof Attrs;
 
 /** How an attribute is written in text IR and checked when parsed. */
-export type AttrKind = "int" | "float" | "bool" | "string" | "dim" | "ints" | "dims";
+export type AttrKind = "int" | "float" | "bool" | "string" | "dim" | "ints" | "dims" | "expr";
 
 export interface EvalContext {
   readonly node: string;
@@ -57,8 +66,8 @@ export interface EvalContext {
 }
 
 export interface OpDecl<O extends OpName> {
-  /** Number of operands. */
-  readonly arity: number;
+  /** Number of operands: exact, or [min, max] for ops that take a list (max may be Infinity). */
+  readonly arity: number | readonly [number, number];
   readonly attrs: { readonly [K in keyof Attrs[O]]-?: AttrKind };
   /** Result type from operand types, or a message saying why they don't fit. Source ops
    *  (input, param, const) return the declared type after checking it. */
@@ -76,9 +85,20 @@ export interface OpDecl<O extends OpName> {
   ) => NDArray;
 }
 
+export function arityOk(decl: { readonly arity: OpDecl<OpName>["arity"] }, n: number): boolean {
+  return typeof decl.arity === "number"
+    ? n === decl.arity
+    : n >= decl.arity[0] && n <= decl.arity[1];
+}
+
+export function formatArity(a: OpDecl<OpName>["arity"]): string {
+  if (typeof a === "number") return String(a);
+  return a[1] === Infinity ? `${a[0]} or more` : `${a[0]} to ${a[1]}`;
+}
+
 export type OpTable = { readonly [O in OpName]: OpDecl<O> };
 
-export const OPS: OpTable = { ...ELEMENTWISE, ...STRUCTURAL, ...NN };
+export const OPS: OpTable = { ...ELEMENTWISE, ...STRUCTURAL, ...NN, ...FUSED };
 
 export const OP_NAMES = Object.keys(OPS) as OpName[];
 

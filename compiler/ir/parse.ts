@@ -2,6 +2,7 @@
  *  The parsed graph is verified, so a recorded type that disagrees with its op is an error too. */
 import { fail } from "../errors.ts";
 import { isDType } from "./dtype.ts";
+import { parseExpr } from "./expr.ts";
 import { addNode, newNodeStore, type DimBound, type Graph, type NodeData } from "./graph.ts";
 import { OPS, isOpName, type AnyAttrs, type AttrKind, type OpDecl, type OpName } from "./ops.ts";
 import { inferType } from "./infer.ts";
@@ -108,7 +109,13 @@ class Line {
     if (kind === "dims") v = this.list(() => this.dim());
     else if (kind === "ints") v = this.list(() => this.number());
     else if (kind === "dim") v = this.dim();
-    else {
+    else if (kind === "expr") {
+      const t = this.next(`an expression for ${name}`);
+      if (t.t !== "str") this.err(`attribute ${name} must be a quoted expression`);
+      const e = parseExpr(t.s);
+      if (typeof e === "string") this.err(`attribute ${name}: ${e}`);
+      v = e;
+    } else {
       const t = this.next(`a value for ${name}`);
       v =
         t.t === "num"

@@ -4,6 +4,7 @@ import { nodeData, operands, topoOrder, type Graph, type NodeData } from "./grap
 import { OPS, type AttrKind, type OpDecl, type OpName } from "./ops.ts";
 import { formatShape, formatType, type Dim } from "./shape.ts";
 import { formatNumber } from "./format-number.ts";
+import { formatExpr, type Expr } from "./expr.ts";
 
 export { formatNumber };
 
@@ -34,6 +35,8 @@ function formatAttr(kind: AttrKind, v: unknown): string {
       return `[${(v as readonly number[]).join(",")}]`;
     case "dims":
       return formatShape(v as readonly Dim[]);
+    case "expr":
+      return quote(formatExpr(v as Expr));
   }
 }
 

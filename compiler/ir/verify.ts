@@ -4,7 +4,16 @@
 import { fail } from "../errors.ts";
 import { nodeData, operands, topoOrder, type Graph } from "./graph.ts";
 import { inferNode } from "./infer.ts";
-import { OPS, isOpName, type AttrKind, type OpDecl, type OpName } from "./ops.ts";
+import { isExpr } from "./expr.ts";
+import {
+  OPS,
+  arityOk,
+  formatArity,
+  isOpName,
+  type AttrKind,
+  type OpDecl,
+  type OpName,
+} from "./ops.ts";
 import { formatType, isDim, shapeEq } from "./shape.ts";
 
 export function checkAttr(kind: AttrKind, v: unknown): boolean {
@@ -23,6 +32,8 @@ export function checkAttr(kind: AttrKind, v: unknown): boolean {
       return Array.isArray(v) && v.every((x) => Number.isSafeInteger(x));
     case "dims":
       return Array.isArray(v) && v.every(isDim);
+    case "expr":
+      return isExpr(v);
   }
 }
 
@@ -43,8 +54,10 @@ export function problems(g: Graph): string[] {
     if (!isOpName(n.op)) return void out.push(`${at(k)}: unknown op ${String(n.op)}`);
     const decl = OPS[n.op] as OpDecl<OpName>;
     const slots = operands(g, k);
-    if (slots.length !== decl.arity)
-      out.push(`${at(k)}: ${n.op} takes ${decl.arity} operand(s), has ${slots.length}`);
+    if (!arityOk(decl, slots.length))
+      out.push(
+        `${at(k)}: ${n.op} takes ${formatArity(decl.arity)} operand(s), has ${slots.length}`,
+      );
     const schema = decl.attrs as Readonly<Record<string, AttrKind>>;
     const attrs = n.attrs as Readonly<Record<string, unknown>>;
     let attrsOk = true;
@@ -56,7 +69,7 @@ export function problems(g: Graph): string[] {
     for (const name of Object.keys(attrs))
       if (!(name in schema)) out.push(`${at(k)}: ${n.op} has no attribute ${name}`);
     if (!n.type.shape.every(isDim)) out.push(`${at(k)}: bad shape in type ${formatType(n.type)}`);
-    if (slots.length !== decl.arity || !attrsOk) return; // the type rule may rely on both
+    if (!arityOk(decl, slots.length) || !attrsOk) return; // the type rule may rely on both
     const t = inferNode(g, k);
     if (typeof t === "string") out.push(`${at(k)}: ${n.op}: ${t}`);
     else if (t.dtype !== n.type.dtype || !shapeEq(t.shape, n.type.shape))

@@ -3,11 +3,21 @@
 import { fail } from "../errors.ts";
 import type { Graph } from "../ir/graph.ts";
 import { verify } from "../ir/verify.ts";
+import { cse } from "./cse.ts";
 import { dce } from "./dce.ts";
+import { foldConstants } from "./fold-constants.ts";
 import type { NotFused, Pass } from "./pass.ts";
+import { recognizeLayerNorm } from "./recognize-layer-norm.ts";
+import { simplify } from "./simplify.ts";
 
 /** Every pass, in the default order. The trailing dce sweeps what the fusions left behind. */
-export const DEFAULT_PIPELINE: readonly Pass[] = [dce];
+export const DEFAULT_PIPELINE: readonly Pass[] = [
+  dce,
+  foldConstants,
+  simplify,
+  cse,
+  recognizeLayerNorm,
+];
 
 export const PASSES: ReadonlyMap<string, Pass> = new Map(DEFAULT_PIPELINE.map((p) => [p.name, p]));
 

@@ -98,3 +98,26 @@ export function removeDead(d: Draft): number {
     }
   return removed;
 }
+
+/** Rebuilds node `key` in place as a new op over `ins`: its users and its name stay. */
+export function replaceNode(d: Draft, key: string, data: NodeData, ins: readonly string[]): void {
+  for (const e of d.nodes.inEdges(key)) d.nodes.dropEdge(e);
+  d.nodes.replaceNodeAttributes(key, data);
+  ins.forEach((src, slot) => d.nodes.addEdge(src, key, { slot }));
+}
+
+/** Drops those of `keys` a rewrite left without users (not outputs or inputs), then whatever
+ *  only they used; returns how many nodes went. Unlike removeDead, other dead code stays. */
+export function dropUnused(d: Draft, keys: Iterable<string>): number {
+  const stack = [...keys];
+  let dropped = 0;
+  while (stack.length) {
+    const k = stack.pop()!;
+    if (!d.nodes.hasNode(k) || d.nodes.outDegree(k) > 0) continue;
+    if (d.outputs.includes(k) || d.inputs.includes(k)) continue;
+    stack.push(...operands(d, k));
+    d.nodes.dropNode(k);
+    dropped++;
+  }
+  return dropped;
+}

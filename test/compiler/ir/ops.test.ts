@@ -7,6 +7,7 @@ import { erf } from "../../../compiler/ir/erf.ts";
 import type { Graph } from "../../../compiler/ir/graph.ts";
 import type { NDArray } from "../../../compiler/ir/ndarray.ts";
 import { OP_NAMES, type OpName } from "../../../compiler/ir/ops.ts";
+import { parseExpr } from "../../../compiler/ir/expr.ts";
 import { build, expectClose, kilnError, nd, randn, run, type Arrays } from "../util.ts";
 
 /** Every op some graph in this file ran; checked against OP_NAMES at the end. */
@@ -614,5 +615,144 @@ describe("normalization and reductions", () => {
     const y = Array.from({ length: 24 }, (_, i) => i); // [2,3,4], middle axis
     const r = on([2, 3, 4], y, (t) => p.sum(t, 1));
     expectClose(r, nd([2, 1, 4], [12, 15, 18, 21, 48, 51, 54, 57]));
+  });
+});
+
+describe("concat and the fused ops (defined by the ops they replace)", () => {
+  const E = (s: string) => {
+    const e = parseExpr(s);
+    if (typeof e === "string") throw new Error(e);
+    return e;
+  };
+
+  it("concat joins along an axis, with symbolic sizes summed", () => {
+    const g = build((m) => {
+      const a = m.input("a", "f32", [2, "T"]);
+      const b = m.input("b", "f32", [2, 1]);
+      const c = m.node("concat", { axis: 1 }, [a, b]);
+      expect(c.type.shape).toEqual([2, "T+1"]);
+      return c;
+    });
+    expectClose(
+      exec(g, { a: nd([2, 2], [1, 2, 3, 4]), b: nd([2, 1], [5, 6]) })[0],
+      nd([2, 3], [1, 2, 5, 3, 4, 6]),
+    );
+    const g0 = build((m) =>
+      m.node("concat", { axis: 0 }, [m.param("p", [1, 2]), m.param("q", [2, 2])]),
+    );
+    expectClose(
+      exec(g0, {}, { p: nd([1, 2], [1, 2]), q: nd([2, 2], [3, 4, 5, 6]) })[0],
+      nd([3, 2], [1, 2, 3, 4, 5, 6]),
+    );
+  });
+
+  it("map evaluates its expression over broadcast operands", () => {
+    const g = build((m) =>
+      m.node("map", { expr: E("gelu_tanh(add(mul($0, 2), $1))") }, [
+        m.input("x", "f32", [2, 2]),
+        m.input("y", "f32", [2]),
+      ]),
+    );
+    const gt = (x: number) =>
+      0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3)));
+    expectClose(
+      exec(g, { x: nd([2, 2], [1, 2, 3, 4]), y: nd([2], [0.5, -1]) })[0],
+      nd([2, 2], [gt(2.5), gt(3), gt(6.5), gt(7)]),
+    );
+  });
+
+  it("matmul_epilogue finishes the accumulator with the expression", () => {
+    const g = build((m) =>
+      m.node("matmul_epilogue", { transposeB: false, expr: E("add(relu(add(acc, $0)), $1)") }, [
+        m.input("a", "f32", [1, 2]),
+        m.input("b", "f32", [2, 2]),
+        m.input("bias", "f32", [2]),
+        m.input("res", "f32", [1, 2]),
+      ]),
+    );
+    // a·b = [1·1+2·3, 1·2+2·4] = [7, 10]; + bias [-8, 1] → [-1, 11]; relu → [0, 11]; + res [5, 5]
+    const out = exec(g, {
+      a: nd([1, 2], [1, 2]),
+      b: nd([2, 2], [1, 2, 3, 4]),
+      bias: nd([2], [-8, 1]),
+      res: nd([1, 2], [5, 5]),
+    });
+    expectClose(out[0], nd([1, 2], [5, 16]));
+  });
+
+  it("layer_norm_map normalizes its prologue's value", () => {
+    const g = build((m) =>
+      m.node("layer_norm_map", { eps: 1e-5, expr: E("add($0, $1)") }, [
+        m.param("g", [2]),
+        m.param("b", [2]),
+        m.input("x", "f32", [1, 2]),
+        m.input("y", "f32", [1, 2]),
+      ]),
+    );
+    const inv = 1 / Math.sqrt(1 + 1e-5); // x + y = [1, 3]: mean 2, variance 1
+    const out = exec(
+      g,
+      { x: nd([1, 2], [0, 1]), y: nd([1, 2], [1, 2]) },
+      { g: nd([2], [1, 2]), b: nd([2], [0, 1]) },
+    );
+    expectClose(out[0], nd([1, 2], [-inv, 2 * inv + 1]));
+  });
+
+  it("scale_softmax scales, masks (causal and key mask) and normalizes; fully masked rows are zeros", () => {
+    const g = build((m) =>
+      m.node("scale_softmax", { scale: 2, causal: true }, [
+        m.input("x", "f32", [2, 2]),
+        m.input("mask", "f32", [2]),
+      ]),
+    );
+    const out = exec(g, { x: nd([2, 2], [NaN, 1e10, 0.5, 1]), mask: nd([2], [1, 0]) })[0];
+    // row 0: key 0 masked, key 1 causal-masked → zeros; row 1: key 0 masked → [0, 1]
+    expectClose(out, nd([2, 2], [0, 0, 0, 1]));
+    const h = build((m) =>
+      m.node("scale_softmax", { scale: 1, causal: false }, [m.input("x", "f32", [4])]),
+    );
+    const big = exec(h, { x: nd([4], [10000, 10001, 10002, 10003]) })[0];
+    const w = [0, 1, 2, 3].map((i) => Math.exp(i - 3));
+    const s = w.reduce((a, b) => a + b);
+    expectClose(
+      big,
+      nd(
+        [4],
+        w.map((v) => v / s),
+      ),
+    );
+  });
+
+  it("attention computes softmax(q·kᵀ·scale)·v per head on merged heads", () => {
+    const g = build((m) =>
+      m.node("attention", { heads: 2, scale: 0.5, causal: true }, [
+        m.input("q", "f32", [2, 4]),
+        m.input("k", "f32", [3, 4]),
+        m.input("v", "f32", [3, 4]),
+      ]),
+    );
+    const q = randn([2, 4], 1);
+    const k = randn([3, 4], 2);
+    const v = randn([3, 4], 3);
+    const out = exec(g, { q, k, v })[0];
+    const want = new Array<number>(8).fill(0);
+    for (let h = 0; h < 2; h++)
+      for (let i = 0; i < 2; i++) {
+        const keys = [0, 1, 2].filter((j) => j <= i + 1); // Tk − Tq = 1
+        const s = keys.map(
+          (j) =>
+            0.5 *
+            [0, 1].reduce((a, d) => a + q.data[i * 4 + h * 2 + d] * k.data[j * 4 + h * 2 + d], 0),
+        );
+        const mx = Math.max(...s);
+        const e = s.map((x) => Math.exp(x - mx));
+        const z = e.reduce((a, b) => a + b);
+        for (let d = 0; d < 2; d++)
+          want[i * 4 + h * 2 + d] = keys.reduce(
+            (a, j, n) => a + (e[n] / z) * v.data[j * 4 + h * 2 + d],
+            0,
+          );
+      }
+    expectClose(out, nd([2, 4], want));
   });
 });

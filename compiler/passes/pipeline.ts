@@ -6,6 +6,9 @@ import { verify } from "../ir/verify.ts";
 import { cse } from "./cse.ts";
 import { dce } from "./dce.ts";
 import { foldConstants } from "./fold-constants.ts";
+import { fuseAttention } from "./fuse-attention.ts";
+import { fuseQkv } from "./fuse-qkv.ts";
+import { fuseScaleSoftmax } from "./fuse-scale-softmax.ts";
 import type { NotFused, Pass } from "./pass.ts";
 import { recognizeLayerNorm } from "./recognize-layer-norm.ts";
 import { simplify } from "./simplify.ts";
@@ -17,6 +20,9 @@ export const DEFAULT_PIPELINE: readonly Pass[] = [
   simplify,
   cse,
   recognizeLayerNorm,
+  fuseQkv,
+  fuseScaleSoftmax,
+  fuseAttention,
 ];
 
 export const PASSES: ReadonlyMap<string, Pass> = new Map(DEFAULT_PIPELINE.map((p) => [p.name, p]));

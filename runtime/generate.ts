@@ -61,8 +61,8 @@ export function checkGenerateOptions(o: GenerateOptions): void {
     fail("usage", "--top-k", `must be a positive integer, got ${o.topK}`);
 }
 
-/** Returns only the new token ids. Recomputes the whole prefix each step (the KV cache arrives
- *  with the optimizer's lowering). */
+/** Returns only the new token ids. With a KV cache (a runner that has `prefill`) the prompt runs
+ *  once and each new token is one cached step; otherwise every step recomputes the whole prefix. */
 export function generate(
   r: Runner,
   prompt: readonly number[],
@@ -80,10 +80,14 @@ export function generate(
   const rand = seededRandom(o.seed ?? 0);
   const tokens = [...prompt];
   const out: number[] = [];
+  if (o.maxNewTokens === 0) return out;
+  const decoding = r.prefill?.(prompt, src);
+  let logits = decoding ? decoding.logits : r.forward(tokens, src);
   for (let i = 0; i < o.maxNewTokens; i++) {
-    const next = sample(lastRow(r.forward(tokens, src)), o.temperature ?? 0, o.topK, rand);
+    const next = sample(lastRow(logits), o.temperature ?? 0, o.topK, rand);
     tokens.push(next);
     out.push(next);
+    if (i + 1 < o.maxNewTokens) logits = decoding ? decoding.step([next]) : r.forward(tokens, src);
   }
   return out;
 }

@@ -1,9 +1,14 @@
 /** Runs a loaded checkpoint on one target. Token ids are checked against the vocabularies and
- *  lengths against the context before anything runs. `ref` is the float64 reference interpreter;
- *  the generated targets arrive with the backends. */
+ *  lengths against the context before anything runs. `ref` optimizes the graph (the default
+ *  passes, or those given), lowers it to a Program and runs that with the float64 Program
+ *  interpreter, with a KV cache when the program has one; the generated targets arrive with the
+ *  backends. */
 import { fail } from "../compiler/errors.ts";
-import { interpret } from "../compiler/ir/interpret.ts";
 import { ndarray, type NDArray } from "../compiler/ir/ndarray.ts";
+import { createSession, type Session } from "../compiler/lower/execute.ts";
+import { lower } from "../compiler/lower/lower.ts";
+import type { Pass } from "../compiler/passes/pass.ts";
+import { runPipeline } from "../compiler/passes/pipeline.ts";
 import type { Checkpoint } from "./checkpoint.ts";
 import type { CheckpointModel } from "./checkpoint-config.ts";
 
@@ -22,6 +27,19 @@ export interface Runner {
   /** The longest target sequence the model accepts (its context). */
   readonly maxLength: number;
   forward(tokens: readonly number[], srcTokens?: readonly number[]): Logits;
+  /** Present when the target keeps a KV cache: runs the prompt once, then takes only new tokens. */
+  readonly prefill?: (tokens: readonly number[], srcTokens?: readonly number[]) => Decoding;
+}
+
+/** Incremental decoding: the prompt's logits, then one call per batch of new tokens. */
+export interface Decoding {
+  readonly logits: Logits;
+  step(tokens: readonly number[]): Logits;
+}
+
+export interface RunnerOptions {
+  /** The passes to optimize with (default: the whole pipeline; [] for none). */
+  readonly passes?: readonly Pass[];
 }
 
 function vocabularies(m: CheckpointModel): { tokens: number; src_tokens?: number } {
@@ -66,30 +84,50 @@ export function packInputs(
   return inputs;
 }
 
-function referenceRunner(ckpt: Checkpoint): Runner {
-  const cache = new Map<string, NDArray>();
+function referenceRunner(ckpt: Checkpoint, options: RunnerOptions): Runner {
+  const program = lower(runPipeline(ckpt.graph, options.passes).graph);
+  const weights = new Map<string, NDArray>();
   const param = (name: string): NDArray | undefined => {
-    let a = cache.get(name);
+    let a = weights.get(name);
     const w = ckpt.weights.get(name);
-    if (!a && w) cache.set(name, (a = ndarray(w.shape, w.data)));
+    if (!a && w) weights.set(name, (a = ndarray(w.shape, w.data)));
     return a;
   };
+  const logits = ([out]: readonly NDArray[]): Logits => {
+    const [rows, cols] = out.shape;
+    return { rows, cols, data: out.data };
+  };
+  let shared: Session | undefined;
   return {
     model: ckpt.model,
     maxLength: ckpt.graph.bounds.get("T")?.max ?? Infinity,
     forward(tokens, srcTokens) {
       const inputs = packInputs(ckpt.model, tokens, srcTokens);
-      const [out] = interpret(ckpt.graph, { inputs, param });
-      const [rows, cols] = out.shape;
-      return { rows, cols, data: out.data };
+      shared ??= createSession(program, param);
+      return logits(shared.run(inputs));
     },
+    ...(program.kvCache.enabled
+      ? {
+          prefill(tokens: readonly number[], srcTokens?: readonly number[]): Decoding {
+            const session = createSession(program, param);
+            const first = logits(session.run(packInputs(ckpt.model, tokens, srcTokens)));
+            return {
+              logits: first,
+              step: (next) => {
+                const packed = packInputs(ckpt.model, next, srcTokens);
+                return logits(session.step(new Map([["tokens", packed.get("tokens")!]])));
+              },
+            };
+          },
+        }
+      : {}),
   };
 }
 
-export function makeRunner(ckpt: Checkpoint, target: Target): Runner {
+export function makeRunner(ckpt: Checkpoint, target: Target, options: RunnerOptions = {}): Runner {
   switch (target) {
     case "ref":
-      return referenceRunner(ckpt);
+      return referenceRunner(ckpt, options);
     case "ts":
     case "wgsl":
       return fail(

@@ -1,0 +1,251 @@
+/** The KV cache: when lowering keeps one, a prefill followed by single-token steps gives the
+ *  logits of a full forward over the whole sequence; the source phase runs once per source; and
+ *  a graph that mixes positions any other way is cache-less, saying where and why. */
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { KilnError } from "../../../compiler/errors.ts";
+import type { Graph } from "../../../compiler/ir/graph.ts";
+import { ndarray, type NDArray } from "../../../compiler/ir/ndarray.ts";
+import { parseGraph } from "../../../compiler/ir/parse.ts";
+import { createSession } from "../../../compiler/lower/execute.ts";
+import { lower } from "../../../compiler/lower/lower.ts";
+import { kernelsOf, type Program } from "../../../compiler/lower/program.ts";
+import { runPipeline } from "../../../compiler/passes/pipeline.ts";
+import { randomFeeds, relError } from "../../helpers/feeds.ts";
+import { fuseAttentionByHand, gpt2Graph, seq2seqGraph } from "./models.ts";
+import { buildRandomGraph, recipeArb } from "./random-graph.ts";
+
+/** Rows [from, to) of every step input (those over T); the source inputs stay whole. */
+function rows(inputs: ReadonlyMap<string, NDArray>, p: Program, from: number, to: number) {
+  const out = new Map<string, NDArray>();
+  for (const id of p.inputs) {
+    const b = p.buffers[id];
+    const a = inputs.get(b.name!)!;
+    if (b.phase !== "step") continue;
+    const row = a.data.length / a.shape[0];
+    out.set(
+      b.name!,
+      ndarray([to - from, ...a.shape.slice(1)], a.data.subarray(from * row, to * row)),
+    );
+  }
+  return out;
+}
+
+const sources = (inputs: ReadonlyMap<string, NDArray>, p: Program) =>
+  new Map(
+    p.inputs
+      .map((id) => p.buffers[id])
+      .filter((b) => b.phase !== "step")
+      .map((b) => [b.name!, inputs.get(b.name!)!] as const),
+  );
+
+/** Prefill `first` positions, then one step per position, against one full forward. */
+function expectIncremental(g: Graph, t: number, first: number, tol = 1e-9): void {
+  const feeds = randomFeeds(
+    g,
+    new Map([
+      ["T", t],
+      ["S", 6],
+    ]),
+    t,
+  );
+  const p = lower(g);
+  expect(p.kvCache.enabled).toBe(true);
+  const full = createSession(p, feeds.param).run(feeds.inputs);
+  const s = createSession(p, feeds.param);
+  const parts = [s.run(new Map([...sources(feeds.inputs, p), ...rows(feeds.inputs, p, 0, first)]))];
+  for (let i = first; i < t; i++) parts.push(s.step(rows(feeds.inputs, p, i, i + 1)));
+  expect(s.cachedLength).toBe(t);
+  full.forEach((want, o) => {
+    // An output over T comes a few rows per call; any other (a source result) whole each time.
+    const overT = p.buffers[p.outputs[o]].shape[0] === "T";
+    const got = overT
+      ? ndarray(want.shape, Float64Array.from(parts.flatMap((r) => [...r[o].data])))
+      : parts[parts.length - 1][o];
+    expect(relError(got, want)).toBeLessThanOrEqual(tol);
+  });
+}
+
+const FUSED = [
+  ["gpt2, attention fused by hand", () => fuseAttentionByHand(gpt2Graph())],
+  ["seq2seq, attention fused by hand", () => fuseAttentionByHand(seq2seqGraph())],
+  ["gpt2, default pipeline", () => runPipeline(gpt2Graph()).graph],
+  ["seq2seq, default pipeline", () => runPipeline(seq2seqGraph()).graph],
+] as const;
+
+describe.each(FUSED)("%s", (_name, make) => {
+  const g = make();
+
+  it("prefill 3 tokens + 4 single-token steps = one forward over 7", () => {
+    expectIncremental(g, 7, 3);
+  });
+
+  it("prefill 1 token, then steps, up to the context", () => {
+    expectIncremental(g, 16, 1);
+  });
+
+  it("caches every causal self-attention: two appends before it, positions from P", () => {
+    const p = lower(g);
+    if (!p.kvCache.enabled) return expect.fail(p.kvCache.reason);
+    expect(p.kvCache.entries.length).toBe(2);
+    for (const e of p.kvCache.entries) {
+      const at = p.kernels.findIndex((k) => k.body.kind === "attention" && k.node === e.attention);
+      expect(p.kernels.slice(at - 2, at).map((k) => [k.body.kind, k.output])).toEqual([
+        ["kv_append", e.k],
+        ["kv_append", e.v],
+      ]);
+      for (const id of [e.k, e.v])
+        expect(p.buffers[id]).toMatchObject({
+          role: "state",
+          shape: [p.kvCache.capacity, 24],
+        });
+      expect(p.kernels[at].inputs[1].shape).toEqual([`${p.kvCache.past}+T`, 24]);
+    }
+    const ranges = kernelsOf(p, "step").filter((k) => k.body.kind === "range");
+    expect(ranges.map((k) => k.body)).toEqual(ranges.map(() => ({ kind: "range", start: "P" })));
+  });
+});
+
+describe("seq2seq", () => {
+  const g = runPipeline(seq2seqGraph()).graph;
+  const p = lower(g);
+
+  it("runs the encoder and the cross-attention K/V projections once per source", () => {
+    const source = kernelsOf(p, "source");
+    const covered = source.flatMap((k) => k.covers);
+    expect(covered).toEqual(expect.arrayContaining(["memory", "k_mm", "v_mm", "k_mm_1", "v_mm_1"]));
+    for (const e of p.kvCache.enabled ? p.kvCache.entries : [])
+      expect(
+        p.kernels.find((k) => k.node === e.attention && k.body.kind === "attention")!.phase,
+      ).toBe("step");
+    const feeds = randomFeeds(
+      g,
+      new Map([
+        ["T", 4],
+        ["S", 6],
+      ]),
+    );
+    const ran: string[] = [];
+    const s = createSession(p, feeds.param, { onKernel: (k) => ran.push(k.phase) });
+    s.run(rows(feeds.inputs, p, 0, 2).set("src_tokens", feeds.inputs.get("src_tokens")!));
+    s.step(rows(feeds.inputs, p, 2, 3));
+    s.step(rows(feeds.inputs, p, 3, 4));
+    const count = (phase: string) => ran.filter((x) => x === phase).length;
+    expect(count("source")).toBe(source.length);
+    expect(count("step")).toBe(3 * kernelsOf(p, "step").length);
+    s.run(feeds.inputs); // the same source: not run again
+    expect(count("source")).toBe(source.length);
+    s.run(
+      randomFeeds(
+        g,
+        new Map([
+          ["T", 4],
+          ["S", 5],
+        ]),
+        2,
+      ).inputs,
+    ); // a new one
+    expect(count("source")).toBe(2 * source.length);
+  });
+
+  it("keeps the source results the step reads as state, outside the arena", () => {
+    const kept = p.buffers.filter((b) => b.role === "state" && b.phase === "source");
+    expect(kept.length).toBeGreaterThan(0);
+    for (const b of kept)
+      expect(
+        p.kernels.some((k) => k.phase === "step" && k.inputs.some((v) => v.buffer === b.id)),
+      ).toBe(true);
+  });
+
+  it("refuses a step that feeds the source again, or one before any source", () => {
+    const feeds = randomFeeds(
+      g,
+      new Map([
+        ["T", 2],
+        ["S", 3],
+      ]),
+    );
+    const s = createSession(p, feeds.param);
+    expect(() => s.step(rows(feeds.inputs, p, 0, 1))).toThrow(/before run/);
+    s.run(feeds.inputs);
+    expect(() => s.step(feeds.inputs)).toThrow(/once per source/);
+  });
+});
+
+describe("cache-less programs", () => {
+  const reason = (text: string) => {
+    const p = lower(parseGraph(text));
+    return p.kvCache.enabled ? "enabled" : p.kvCache.reason;
+  };
+  const graph = (body: string, out: string) => `graph @t(%x: f32[T,4]) -> (${out}) {
+  dim T <= 8 "the test's context"
+${body}
+}`;
+
+  it("a reduce over T", () => {
+    expect(
+      reason(graph(`  %s = reduce_sum(%x) {axis=0} : f32[1,4]\n  return %s`, "f32[1,4]")),
+    ).toBe("%s (<ir>:3): reduce_sum: it reduces along T, which mixes positions");
+  });
+
+  it("a transpose that moves T", () => {
+    expect(
+      reason(graph(`  %y = transpose(%x) {perm=[1,0]} : f32[4,T]\n  return %y`, "f32[4,T]")),
+    ).toBe("%y (<ir>:3): transpose: it moves T from axis 0 to axis 1");
+  });
+
+  it("a non-causal self-attention", () => {
+    const text = graph(
+      `  %a = attention(%x, %x, %x) {heads=2, scale=0.5, causal=false} : f32[T,4]\n  return %a`,
+      "f32[T,4]",
+    );
+    expect(reason(text)).toMatch(/^%a \(<ir>:3\): attention: a non-causal self-attention/);
+    expect(reason(text.replace("causal=false", "causal=true"))).toBe("enabled");
+  });
+
+  it("scores over T × T, as an unfused graph has them", () => {
+    const p = lower(gpt2Graph());
+    expect(p.kvCache).toEqual({
+      enabled: false,
+      reason: expect.stringMatching(/T/) as unknown as string,
+    });
+    const feeds = randomFeeds(gpt2Graph(), new Map([["T", 2]]));
+    expect(() => createSession(p, feeds.param).step(feeds.inputs)).toThrow(KilnError);
+  });
+
+  it("a cache with no bound on T to size it", () => {
+    const text = `graph @t(%x: f32[T,4]) -> (f32[T,4]) {
+  %a = attention(%x, %x, %x) {heads=2, scale=0.5, causal=true} : f32[T,4]
+  return %a
+}`;
+    expect(reason(text)).toBe("T has no bound to size the KV cache with");
+  });
+});
+
+describe("limits", () => {
+  it("a step past the cache's capacity is an input error", () => {
+    const g = fuseAttentionByHand(gpt2Graph(1));
+    const feeds = randomFeeds(g, new Map([["T", 16]]));
+    const s = createSession(lower(g), feeds.param);
+    s.run(feeds.inputs);
+    expect(() => s.step(new Map([["tokens", ndarray([1], [3])]]))).toThrow(
+      /16 cached \+ 1 new positions exceed the KV cache's 16 rows/,
+    );
+  });
+});
+
+describe("random graphs with a cache", () => {
+  it("prefill then single steps = one forward", () => {
+    let cached = 0;
+    fc.assert(
+      fc.property(recipeArb, fc.boolean(), fc.integer({ min: 2, max: 6 }), (recipe, src, t) => {
+        const g = runPipeline(buildRandomGraph(recipe, src)).graph;
+        if (!lower(g).kvCache.enabled) return;
+        cached++;
+        expectIncremental(g, t, 1 + (recipe.length % (t - 1)));
+      }),
+      { numRuns: 150, seed: 5 },
+    );
+    expect(cached).toBeGreaterThan(30);
+  });
+});

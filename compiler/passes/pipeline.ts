@@ -7,7 +7,10 @@ import { cse } from "./cse.ts";
 import { dce } from "./dce.ts";
 import { foldConstants } from "./fold-constants.ts";
 import { fuseAttention } from "./fuse-attention.ts";
+import { fuseElementwise } from "./fuse-elementwise.ts";
+import { fuseMatmulEpilogue } from "./fuse-matmul-epilogue.ts";
 import { fuseQkv } from "./fuse-qkv.ts";
+import { fuseResidualLayerNorm } from "./fuse-residual-layer-norm.ts";
 import { fuseScaleSoftmax } from "./fuse-scale-softmax.ts";
 import type { NotFused, Pass } from "./pass.ts";
 import { recognizeLayerNorm } from "./recognize-layer-norm.ts";
@@ -23,6 +26,10 @@ export const DEFAULT_PIPELINE: readonly Pass[] = [
   fuseQkv,
   fuseScaleSoftmax,
   fuseAttention,
+  fuseMatmulEpilogue,
+  fuseResidualLayerNorm,
+  fuseElementwise,
+  dce,
 ];
 
 export const PASSES: ReadonlyMap<string, Pass> = new Map(DEFAULT_PIPELINE.map((p) => [p.name, p]));

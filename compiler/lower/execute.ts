@@ -81,6 +81,8 @@ function bindInputs(
   }
 }
 
+const copyOf = (a: NDArray): NDArray => ndarray(a.shape, a.data);
+
 const sameArray = (a: NDArray, b: NDArray | undefined) =>
   b !== undefined &&
   formatShape(a.shape) === formatShape(b.shape) &&
@@ -167,9 +169,10 @@ export function createSession(
       bindings = b;
       replan();
       if (!sameSource) {
+        source = undefined; // until the source phase has finished
         feed(sourceIds, inputs);
-        source = new Map(sourceIds.map((id) => [named(id), inputs.get(named(id))!]));
         runPhase("source");
+        source = new Map(sourceIds.map((id) => [named(id), copyOf(inputs.get(named(id))!)]));
       }
       feed(stepIds, inputs);
       runPhase("step");

@@ -20,14 +20,14 @@ export function mapExpr(expr: Expr, ins: readonly Strided[], out: Strided): void
 
 /** out (row-major) ← x in x's row-major order: a reshape that no strides express. */
 export function copy(x: Strided, out: Strided): void {
-  walk(x.shape, [x], (i, [o]) => (out.data[out.offset + i] = x.data[o]));
+  walk(x.shape, [x], (i, o) => (out.data[out.offset + i] = x.data[o[0]]));
 }
 
 export function maskedFill(value: number, [x, m]: readonly Strided[], out: Strided): void {
   walk(
     out.shape,
     [out, x, m],
-    (_i, [o, a, b]) => (out.data[o] = m.data[b] !== 0 ? value : x.data[a]),
+    (_i, o) => (out.data[o[0]] = m.data[o[2]] !== 0 ? value : x.data[o[1]]),
   );
 }
 
@@ -35,10 +35,10 @@ export function maskedFill(value: number, [x, m]: readonly Strided[], out: Strid
 export function causalMask(x: Strided, out: Strided): void {
   const r = out.shape.length;
   const [tq, tk] = [out.shape[r - 2], out.shape[r - 1]];
-  walk(out.shape, [out, x], (i, [o, a]) => {
+  walk(out.shape, [out, x], (i, o) => {
     const j = i % tk;
     const q = Math.floor(i / tk) % tq;
-    out.data[o] = j > q + (tk - tq) ? -Infinity : x.data[a];
+    out.data[o[0]] = j > q + (tk - tq) ? -Infinity : x.data[o[1]];
   });
 }
 
@@ -63,7 +63,7 @@ export function concat(axis: number, ins: readonly Strided[], out: Strided): voi
   let at = 0;
   for (const x of ins) {
     const dst = { offset: out.offset + at * st[axis], strides: st };
-    walk(x.shape, [x, dst], (_i, [a, o]) => (out.data[o] = x.data[a]));
+    walk(x.shape, [x, dst], (_i, o) => (out.data[o[1]] = x.data[o[0]]));
     at += x.shape[axis];
   }
 }
@@ -71,8 +71,8 @@ export function concat(axis: number, ins: readonly Strided[], out: Strided): voi
 /** Rows [at, at + T) of a cache [capacity, C] ← x [T, C]. */
 export function kvAppend(at: number, x: Strided, out: Strided): void {
   const c = out.shape[1];
-  walk(x.shape, [x, { offset: out.offset + at * c, strides: [c, 1] }], (_i, [a, o]) => {
-    out.data[o] = x.data[a];
+  walk(x.shape, [x, { offset: out.offset + at * c, strides: [c, 1] }], (_i, o) => {
+    out.data[o[1]] = x.data[o[0]];
   });
 }
 
@@ -82,11 +82,11 @@ export function gather(table: Strided, ids: Strided, out: Strided, ctx: KernelCo
   const rest = table.shape.slice(1);
   const row = count(rest);
   const restStrides = table.strides.slice(1);
-  walk(ids.shape, [ids], (i, [p]) => {
-    const id = ids.data[p];
+  walk(ids.shape, [ids], (i, p) => {
+    const id = ids.data[p[0]];
     if (!Number.isInteger(id) || id < 0 || id >= rows)
       fail("input", ctx.where, `gather: index ${id} is outside the table's ${rows} rows`);
     const src = { offset: table.offset + id * table.strides[0], strides: restStrides };
-    walk(rest, [src], (j, [s]) => (out.data[out.offset + i * row + j] = table.data[s]));
+    walk(rest, [src], (j, s) => (out.data[out.offset + i * row + j] = table.data[s[0]]));
   });
 }

@@ -26,6 +26,7 @@ export function matmul(
     : [b.strides[r - 2], b.strides[r - 1]];
   const [om, on] = [out.strides[r - 2], out.strides[r - 1]];
   const args = new Array<number>(extras.length);
+  const plain = expr.k === "acc";
   walk(batch, [out, a, b, ...extras].map(outer), (_t, [o, pa, pb, ...pe]) => {
     for (let i = 0; i < M; i++)
       for (let j = 0; j < N; j++) {
@@ -36,7 +37,7 @@ export function matmul(
           const x = extras[e];
           args[e] = x.data[pe[e] + i * x.strides[r - 2] + j * x.strides[r - 1]];
         }
-        out.data[o + i * om + j * on] = evalExpr(expr, args, acc);
+        out.data[o + i * om + j * on] = plain ? acc : evalExpr(expr, args, acc);
       }
   });
 }

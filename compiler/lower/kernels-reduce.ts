@@ -21,7 +21,8 @@ export function softmax(s: SoftmaxSpec, x: Strided, mask: Strided | undefined, o
   const views = [out, x, ...(mask ? [mask] : [])].map((v) => dropAxis(v, axis));
   const [so, sx, sm] = [out, x, mask].map((v) => v?.strides[axis] ?? 0);
   const row = new Float64Array(len);
-  walk(outer, views, (r, [o, a, m]) => {
+  walk(outer, views, (r, offs) => {
+    const [o, a, m] = [offs[0], offs[1], offs[2]];
     const q = r % tq; // the query index, when the row is the last axis of [.., Tq, Tk]
     let max = -Infinity;
     for (let k = 0; k < len; k++) {
@@ -71,9 +72,9 @@ export function layerNorm(eps: number, expr: Expr, ins: readonly Strided[], out:
 export function reduce(axis: number, mean: boolean, x: Strided, out: Strided): void {
   const len = x.shape[axis];
   const step = x.strides[axis];
-  walk(out.shape, [out, x], (_i, [o, a]) => {
+  walk(out.shape, [out, x], (_i, o) => {
     let s = 0;
-    for (let k = 0; k < len; k++) s += x.data[a + k * step];
-    out.data[o] = mean ? s / len : s;
+    for (let k = 0; k < len; k++) s += x.data[o[1] + k * step];
+    out.data[o[0]] = mean ? s / len : s;
   });
 }

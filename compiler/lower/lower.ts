@@ -192,7 +192,9 @@ function lowerNode(c: Lowering, key: string): void {
     ins.map((v) => v.view),
   );
   if (c.past !== undefined && phase === "step") {
-    if (body.kind === "range") body = { ...body, start: plus(body.start, c.past) };
+    // A range over T numbers positions: a step's first one is P.
+    if (body.kind === "range" && n.op === "range" && n.attrs.size === c.info.seqDim)
+      body = { ...body, start: plus(body.start, c.past) };
     if (c.kv.ok && c.kv.cached.includes(key)) inputs = cacheKeysAndValues(c, key, inputs, ins);
   }
   const id = emit(c, key, body, inputs, ins);

@@ -222,6 +222,30 @@ ${body}
   });
 });
 
+describe("positions", () => {
+  it("only a range over T starts at P; one over another dim of a step input does not", () => {
+    const g = parseGraph(`graph @t(%x: f32[T,S]) -> (f32[T,S]) {
+  dim T <= 8 "the test's context"
+  %rs = range() {start=0, size=S} : i32[S]
+  %ps = sinusoidal(%rs) {dim=2} : f32[S,2]
+  %ss = reduce_sum(%ps) {axis=1} : f32[S,1]
+  %s1 = reshape(%ss) {shape=[S]} : f32[S]
+  %rt = range() {start=3, size=T} : i32[T]
+  %pt = sinusoidal(%rt) {dim=2} : f32[T,2]
+  %t1 = slice(%pt) {axis=1, start=0, size=1} : f32[T,1]
+  %y = add(%x, %s1) : f32[T,S]
+  %z = add(%y, %t1) : f32[T,S]
+  return %z
+}`);
+    const p = lower(g);
+    expect(p.kernels.filter((k) => k.body.kind === "range").map((k) => [k.node, k.body])).toEqual([
+      ["rs", { kind: "range", start: 0 }],
+      ["rt", { kind: "range", start: "P+3" }],
+    ]);
+    expectIncremental(g, 6, 2);
+  });
+});
+
 describe("limits", () => {
   it("a step past the cache's capacity is an input error", () => {
     const g = fuseAttentionByHand(gpt2Graph(1));

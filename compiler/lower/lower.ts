@@ -155,18 +155,11 @@ function emit(
 
 /** The node as a view of its operand, when it is a view op and strides express it. */
 function viewOf(n: NodeData, ins: readonly View[]): View | undefined {
-  switch (n.op) {
-    case "transpose":
-      return transposeView(ins[0], n.attrs.perm);
-    case "slice":
-      return sliceView(ins[0], n.attrs.axis, n.attrs.start, n.attrs.size);
-    case "reshape":
-      return reshapeView(ins[0], n.type.shape);
-    case "concat":
-      return concatView(ins, n.attrs.axis, n.type.shape);
-    default:
-      return undefined;
-  }
+  if (n.op === "transpose") return transposeView(ins[0], n.attrs.perm);
+  if (n.op === "slice") return sliceView(ins[0], n.attrs.axis, n.attrs.start, n.attrs.size);
+  if (n.op === "reshape") return reshapeView(ins[0], n.type.shape);
+  if (n.op === "concat") return concatView(ins, n.attrs.axis, n.type.shape);
+  return undefined;
 }
 
 function lowerNode(c: Lowering, key: string): void {

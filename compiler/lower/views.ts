@@ -1,6 +1,11 @@
 /** View arithmetic: slice, transpose, reshape and concat as offsets and strides, and the
- *  broadcast of an operand to its consumer's shape. Each returns undefined where no strides
- *  express the result; the lowering then materializes a copy (see program.ts). */
+ *  broadcast of an operand to its consumer's shape.
+ *
+ *  Rule: offsets and strides are polynomials in the dims (sym.ts), so every stride a symbolic
+ *  shape produces (T·8, T·T, …) is expressible; what is not is a reshape that merges axes whose
+ *  strides do not chain (stride[i] ≠ stride[i+1]·size[i+1]), such as merging heads back after a
+ *  transpose, and a concat whose parts are not adjacent pieces of one buffer. Those return
+ *  undefined, and the lowering materializes them with a copy (or concat) kernel of family map. */
 import type { Dim, Shape } from "../ir/shape.ts";
 import type { View } from "./program.ts";
 import {

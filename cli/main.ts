@@ -1,6 +1,10 @@
 /** kiln's command line: thin over the library. Every foreseen failure is a KilnError, printed as
  *  `error[kind]: where: detail` with a non-zero exit and no stack trace. */
 import { KilnError } from "../compiler/errors.ts";
+import type { IO } from "./io.ts";
+
+export type { IO };
+import { bench, benchHelp } from "./commands/bench.ts";
 import { forward, forwardHelp } from "./commands/forward.ts";
 import { generate, generateHelp } from "./commands/generate.ts";
 import { inspect, inspectHelp } from "./commands/inspect.ts";
@@ -13,26 +17,22 @@ Usage: kiln <command> [options]     (kiln <command> --help for its options)
   forward <checkpoint>         run one forward pass, print logits
   generate <checkpoint>        continue a token sequence
   compile <model|checkpoint>   emit standalone kernels (not built yet)
-  bench                        benchmark against a peer (not built yet)
+  bench                        measure kiln against a peer (tfjs-backend-cpu)
 
 A checkpoint is a folder with config.json + model.safetensors (Hugging Face GPT-2, or the
 PyTorch tutorial's Seq2SeqTransformer). A model is a DSL file such as models/gpt2.ts.
 `;
 
-type Command = { help: string; run: (argv: readonly string[]) => string | Promise<string> };
+type Command = { help: string; run: (argv: readonly string[], io: IO) => string | Promise<string> };
 
 const COMMANDS: Readonly<Record<string, Command>> = {
   inspect: { help: inspectHelp, run: inspect },
   forward: { help: forwardHelp, run: forward },
   generate: { help: generateHelp, run: generate },
+  bench: { help: benchHelp, run: bench },
 };
 
-const NOT_BUILT = new Set(["compile", "bench"]);
-
-export interface IO {
-  out(s: string): void;
-  err(s: string): void;
-}
+const NOT_BUILT = new Set(["compile"]);
 
 const PROCESS_IO: IO = {
   out: (s) => void process.stdout.write(s),
@@ -56,7 +56,7 @@ export async function main(argv: readonly string[], io: IO = PROCESS_IO): Promis
       io.out(cmd.help);
       return 0;
     }
-    io.out(await cmd.run(rest));
+    io.out(await cmd.run(rest, io));
     return 0;
   } catch (e) {
     if (e instanceof KilnError) {

@@ -7,6 +7,7 @@ import { fail } from "../compiler/errors.ts";
 import { ndarray, type NDArray } from "../compiler/ir/ndarray.ts";
 import { createSession, type Session } from "../compiler/lower/execute.ts";
 import { lower } from "../compiler/lower/lower.ts";
+import type { Graph } from "../compiler/ir/graph.ts";
 import type { Pass } from "../compiler/passes/pass.ts";
 import { runPipeline } from "../compiler/passes/pipeline.ts";
 import type { Checkpoint } from "./checkpoint.ts";
@@ -40,6 +41,8 @@ export interface Decoding {
 export interface RunnerOptions {
   /** The passes to optimize with (default: the whole pipeline; [] for none). */
   readonly passes?: readonly Pass[];
+  /** Called with the graph after each pass (`--print-after-all`). */
+  readonly afterPass?: (name: string, g: Graph) => void;
 }
 
 function vocabularies(m: CheckpointModel): { tokens: number; src_tokens?: number } {
@@ -85,7 +88,7 @@ export function packInputs(
 }
 
 function referenceRunner(ckpt: Checkpoint, options: RunnerOptions): Runner {
-  const program = lower(runPipeline(ckpt.graph, options.passes).graph);
+  const program = lower(runPipeline(ckpt.graph, options.passes, options.afterPass).graph);
   const weights = new Map<string, NDArray>();
   const param = (name: string): NDArray | undefined => {
     let a = weights.get(name);

@@ -1,7 +1,9 @@
 import { fail } from "../../compiler/errors.ts";
+import type { IO } from "../io.ts";
 import { loadCheckpoint } from "../../runtime/checkpoint.ts";
 import { argmax } from "../../runtime/generate.ts";
 import { TARGETS, makeRunner, type Target } from "../../runtime/runner.ts";
+import { PASS_HELP, PASS_OPTIONS, passFlags } from "../pass-flags.ts";
 import { onePositional, parse, tokenList } from "../args.ts";
 
 export const forwardHelp = `kiln forward <checkpoint-dir> --tokens 1,2,3 [options]
@@ -13,6 +15,7 @@ vocabulary entry.
   --src-tokens 4,5,6   source token ids (encoder–decoder models)
   --target ref         ref: the float64 reference interpreter (ts and wgsl: not built yet)
   --json               print {"logits": [[...], ...]}; otherwise a summary per position
+${PASS_HELP}  (IR printed after passes goes to stderr)
 `;
 
 export function targetFlag(s: string | undefined): Target {
@@ -22,18 +25,19 @@ export function targetFlag(s: string | undefined): Target {
   return t as Target;
 }
 
-export function forward(argv: readonly string[]): string {
+export function forward(argv: readonly string[], io: IO): string {
   const { values, positionals } = parse("forward", argv, {
     tokens: { type: "string" },
     "src-tokens": { type: "string" },
     target: { type: "string" },
     json: { type: "boolean" },
+    ...PASS_OPTIONS,
   });
   const dir = onePositional("forward", positionals, "checkpoint folder");
   const tokens = tokenList("--tokens", values.tokens);
   if (!tokens) fail("usage", "kiln forward", "--tokens is required");
   const target = targetFlag(values.target);
-  const runner = makeRunner(loadCheckpoint(dir), target);
+  const runner = makeRunner(loadCheckpoint(dir), target, passFlags(values, io.err));
   const l = runner.forward(tokens, tokenList("--src-tokens", values["src-tokens"]));
   const rows = Array.from({ length: l.rows }, (_, r) =>
     l.data.subarray(r * l.cols, (r + 1) * l.cols),

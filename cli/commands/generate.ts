@@ -1,8 +1,10 @@
 import { fail } from "../../compiler/errors.ts";
+import type { IO } from "../io.ts";
 import { loadCheckpoint } from "../../runtime/checkpoint.ts";
 import { generate as run } from "../../runtime/generate.ts";
 import { makeRunner } from "../../runtime/runner.ts";
 import { loadTokenizer } from "../../runtime/tokenizer.ts";
+import { PASS_HELP, PASS_OPTIONS, passFlags } from "../pass-flags.ts";
 import { intFlag, numberFlag, onePositional, parse, tokenList } from "../args.ts";
 import { targetFlag } from "./forward.ts";
 
@@ -19,9 +21,10 @@ Continues a sequence token by token and prints the new token ids.
   --seed S               seed of the sampler (default 0)
   --target ref           ref: the float64 reference interpreter (ts and wgsl: not built yet)
   --json                 print {"tokens": [...new ids...], "prompt": [...], "text"?: "..."}
+${PASS_HELP}  (IR printed after passes goes to stderr)
 `;
 
-export function generate(argv: readonly string[]): string {
+export function generate(argv: readonly string[], io: IO): string {
   const { values, positionals } = parse("generate", argv, {
     tokens: { type: "string" },
     prompt: { type: "string" },
@@ -32,6 +35,7 @@ export function generate(argv: readonly string[]): string {
     seed: { type: "string" },
     target: { type: "string" },
     json: { type: "boolean" },
+    ...PASS_OPTIONS,
   });
   const dir = onePositional("generate", positionals, "checkpoint folder");
   if ((values.tokens === undefined) === (values.prompt === undefined))
@@ -46,7 +50,7 @@ export function generate(argv: readonly string[]): string {
       : undefined;
   const prompt = tokenList("--tokens", values.tokens) ?? tokenizer!.encode(values.prompt!);
   const tokens = run(
-    makeRunner(ckpt, target),
+    makeRunner(ckpt, target, passFlags(values, io.err)),
     prompt,
     tokenList("--src-tokens", values["src-tokens"]),
     {

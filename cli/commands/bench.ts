@@ -5,6 +5,7 @@ import { BACKENDS, DEFAULT_BACKENDS } from "../../bench/backends.ts";
 import { formatReport } from "../../bench/report.ts";
 import { runBench } from "../../bench/run.ts";
 import { intFlag, parse } from "../args.ts";
+import type { IO } from "../io.ts";
 
 export const benchHelp = `kiln bench [options]
 
@@ -13,7 +14,7 @@ vocab 50257): prefill tokens/s at T=64 and T=256, decode ms/token after 255 posi
 without a KV cache, matmul GFLOP/s at 64×768×768 and 128×768×3072, and each backend's peak RSS.
 Each backend runs in a process of its own on the same checkpoint. The last column is kiln's
 advantage: > 1 means kiln is better. Figures a backend cannot or should not run say why.
-About a minute and a half with the defaults on two cores; see bench/README.md.
+About two minutes with the defaults on two cores; see bench/README.md.
 
   --layers N            transformer blocks (default 2; 12 is GPT-2 small, several minutes)
   --config key=value    override another GPT-2 setting (repeatable): n_embd, n_head,
@@ -41,7 +42,8 @@ export function benchConfig(layers: string | undefined, pairs: readonly string[]
   return config;
 }
 
-export async function bench(argv: readonly string[]): Promise<string> {
+/** Progress (one line per figure) goes to stderr when that is a terminal. */
+export async function bench(argv: readonly string[], io: IO): Promise<string> {
   const { values, positionals } = parse("bench", argv, {
     layers: { type: "string" },
     config: { type: "string", multiple: true },
@@ -65,7 +67,7 @@ export async function bench(argv: readonly string[]): Promise<string> {
       backends,
       quick: values.quick ?? false,
     },
-    process.stderr.isTTY ? (line) => void process.stderr.write(`  ${line}\n`) : undefined,
+    process.stderr.isTTY ? (line) => io.err(`  ${line}\n`) : undefined,
   );
   return values.json ? JSON.stringify(report, null, 2) + "\n" : formatReport(report);
 }

@@ -1,0 +1,174 @@
+/** The figures `kiln bench` reports, as data, and how one backend's figures are run. Shapes are
+ *  fixed (they name the JSON keys); the model's size only changes how long each takes. */
+import { assertNever } from "../compiler/errors.ts";
+import type { GPT2Config } from "../models/gpt2.ts";
+import { seededRandom } from "../runtime/generate.ts";
+import {
+  checkLogits,
+  measure,
+  type Backend,
+  type MeasureOptions,
+  type Timing,
+  type Work,
+} from "./harness.ts";
+
+export interface Figure {
+  readonly id: string;
+  readonly label: string;
+  readonly unit: string;
+  readonly better: "higher" | "lower";
+  readonly work: Work;
+}
+
+/** The context the figures need: T = 256 prefills and a decode after 255 positions. */
+export const MIN_POSITIONS = 256;
+
+/** The prompt every backend warms up on; its last logits are the cross-backend check. */
+export const CHECK_TOKENS = 8;
+
+export const FIGURES = [
+  {
+    id: "prefill_t64_tokens_per_s",
+    label: "prefill T=64",
+    unit: "tokens/s",
+    better: "higher",
+    work: { kind: "prefill", tokens: 64 },
+  },
+  {
+    id: "prefill_t256_tokens_per_s",
+    label: "prefill T=256",
+    unit: "tokens/s",
+    better: "higher",
+    work: { kind: "prefill", tokens: 256 },
+  },
+  {
+    id: "decode_kv_ms_per_token",
+    label: "decode, KV cache, past 255",
+    unit: "ms/token",
+    better: "lower",
+    work: { kind: "decode", past: 255, cache: true },
+  },
+  {
+    id: "decode_nocache_ms_per_token",
+    label: "decode, no cache, past 255",
+    unit: "ms/token",
+    better: "lower",
+    work: { kind: "decode", past: 255, cache: false },
+  },
+  {
+    id: "matmul_64x768x768_gflop_s",
+    label: "matmul 64×768×768",
+    unit: "GFLOP/s",
+    better: "higher",
+    work: { kind: "matmul", m: 64, k: 768, n: 768 },
+  },
+  {
+    id: "matmul_128x768x3072_gflop_s",
+    label: "matmul 128×768×3072",
+    unit: "GFLOP/s",
+    better: "higher",
+    work: { kind: "matmul", m: 128, k: 768, n: 3072 },
+  },
+] as const satisfies readonly Figure[];
+
+export type FigureId = (typeof FIGURES)[number]["id"];
+
+/** Floating-point operations of one forward pass over `tokens` new positions after `past` cached
+ *  ones, with the LM head on `logitRows` rows (multiply-adds count two). */
+export function forwardFlops(
+  c: GPT2Config,
+  tokens: number,
+  past: number,
+  logitRows: number,
+): number {
+  const C = c.n_embd;
+  const proj = 2 * tokens * (3 * C * C + C * C + 2 * 4 * C * C); // c_attn, c_proj, c_fc, mlp c_proj
+  const attn = 2 * 2 * tokens * (past + tokens) * C; // q·kᵀ and p·v over all heads
+  return c.n_layer * (proj + attn) + 2 * logitRows * C * c.vocab_size;
+}
+
+/** One figure from one backend: a value, or why there is none. */
+export type Measured =
+  { readonly value: number; readonly timing: Timing } | { readonly skipped: string };
+
+export interface RunSettings {
+  readonly measure: MeasureOptions;
+  /** Seeds the token ids (the weights come from the checkpoint's seed). */
+  readonly seed: number;
+}
+
+/** Deterministic token ids in [0, vocab). */
+export function tokenIds(n: number, vocab: number, seed: number): number[] {
+  const rand = seededRandom(seed);
+  return Array.from({ length: n }, () => Math.floor(rand() * vocab));
+}
+
+/** Runs every figure on one backend, in table order (the T=256 prefill leaves the cache that the
+ *  decode figure rewinds to 255). `progress` hears one line per figure. */
+export function runFigures(
+  b: Backend,
+  config: GPT2Config,
+  s: RunSettings,
+  progress: (line: string) => void = () => {},
+): Record<FigureId, Measured> {
+  const vocab = config.vocab_size;
+  const ids = tokenIds(MIN_POSITIONS, vocab, s.seed);
+  const out = {} as Record<FigureId, Measured>;
+  for (const f of FIGURES) {
+    const why = b.skip?.(f.work);
+    const m: Measured = why ? { skipped: why } : runOne(b, f.work, ids, vocab, s.measure);
+    out[f.id] = m;
+    progress(
+      `${b.name}: ${f.label}: ` +
+        ("skipped" in m ? `skipped (${m.skipped})` : `${m.value.toPrecision(4)} ${f.unit}`),
+    );
+  }
+  return out;
+}
+
+function runOne(
+  b: Backend,
+  w: Work,
+  ids: readonly number[],
+  vocab: number,
+  o: MeasureOptions,
+): Measured {
+  switch (w.kind) {
+    case "prefill": {
+      const prompt = ids.slice(0, w.tokens);
+      const timing = measure(() => checkLogits(b.name, b.prefill(prompt), vocab), o);
+      return { value: w.tokens / (timing.median_ms / 1000), timing };
+    }
+    case "decode": {
+      const prefix = ids.slice(0, w.past);
+      const next = ids[w.past];
+      if (!w.cache) {
+        const all = [...prefix, next];
+        const timing = measure(() => checkLogits(b.name, b.forwardNoCache(all), vocab), o);
+        return { value: timing.median_ms, timing };
+      }
+      const cache = b.cache;
+      if (!cache) return { skipped: "no KV cache" };
+      // The T=256 prefill before this left 256 positions of the same ids: rewinding is enough.
+      if (cache.length < w.past) b.prefill(prefix);
+      const timing = measure(
+        () => checkLogits(b.name, cache.step(next), vocab),
+        o,
+        () => cache.rewind(w.past),
+      );
+      return { value: timing.median_ms, timing };
+    }
+    case "matmul": {
+      if (!b.matmul) return { skipped: "no matmul of its own" };
+      const mm = b.matmul(w.m, w.k, w.n);
+      try {
+        const timing = measure(() => mm.run(), o);
+        return { value: (2 * w.m * w.k * w.n) / (timing.median_ms * 1e6), timing };
+      } finally {
+        mm.dispose?.();
+      }
+    }
+    default:
+      return assertNever(w, "work");
+  }
+}

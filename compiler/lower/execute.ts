@@ -12,7 +12,7 @@ import { KilnError, assertNever, fail } from "../errors.ts";
 import { ndarray, type NDArray } from "../ir/ndarray.ts";
 import { evalDim, formatShape, isSymbol, type Bindings } from "../ir/shape.ts";
 import * as map from "./kernels-map.ts";
-import { attention, matmul } from "./kernels-matmul.ts";
+import { attention, attentionCached, matmul } from "./kernels-matmul.ts";
 import { layerNorm, reduce, softmax } from "./kernels-reduce.ts";
 import { bufferElements, planMemory, type MemoryPlan } from "./memory-plan.ts";
 import type { Buffer, Kernel, Phase, Program, View } from "./program.ts";
@@ -224,8 +224,6 @@ function runKernel(k: Kernel, ins: Strided[], out: Strided, b: Bindings, where: 
         return map.sinusoidal(body.dim, ins[0], out);
       case "concat":
         return map.concat(body.axis, ins, out);
-      case "kv_append":
-        return map.kvAppend(evalDim(body.at, b)!, ins[0], out);
       case "gather":
         return map.gather(ins[0], ins[1], out, { where });
       case "softmax":
@@ -238,6 +236,8 @@ function runKernel(k: Kernel, ins: Strided[], out: Strided, b: Bindings, where: 
         return matmul(body.transposeB, body.expr, ins, out);
       case "attention":
         return attention(body, ins, out);
+      case "attention_cached":
+        return attentionCached(body, evalDim(body.past, b)!, ins, out);
       default:
         return assertNever(body, "kernel body");
     }

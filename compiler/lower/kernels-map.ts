@@ -68,14 +68,6 @@ export function concat(axis: number, ins: readonly Strided[], out: Strided): voi
   }
 }
 
-/** Rows [at, at + T) of a cache [capacity, C] ← x [T, C]. */
-export function kvAppend(at: number, x: Strided, out: Strided): void {
-  const c = out.shape[1];
-  walk(x.shape, [x, { offset: out.offset + at * c, strides: [c, 1] }], (_i, o) => {
-    out.data[o[1]] = x.data[o[0]];
-  });
-}
-
 /** out[i…, r…] = table[ids[i…], r…] */
 export function gather(table: Strided, ids: Strided, out: Strided, ctx: KernelContext): void {
   const rows = table.shape[0];

@@ -2,7 +2,8 @@
  *  value holds the sequence dim T on at most one axis, that axis only ever carries "position t"
  *  (ops act on each position alone), and the only op that reads other positions is a causal
  *  self-attention whose q, k and v are [T,C] and that has no key mask. Each such attention caches
- *  k and v; everything else in the step then computes only the new positions.
+ *  k and v (lowered to one `attention_cached` kernel that reads the cached rows and appends the
+ *  new ones: program.ts); everything else in the step then computes only the new positions.
  *
  *  Refused, with the node and the cause: an op that reduces, normalizes, softmaxes, slices,
  *  concatenates or contracts along T; a transpose or reshape that moves T; a value with T on two

@@ -1,8 +1,8 @@
 /** lower — a graph (optimized or not) becomes a Program (program.ts states its rules).
  *  Nodes are visited in topological order: inputs and params become buffers; reshape,
  *  transpose, slice and tiling concats become views (a reshape no strides express becomes a
- *  copy kernel); every other node becomes one kernel with a fresh output buffer, a cached
- *  attention preceded by its two kv_append kernels. Then graph outputs get their buffers (a copy
+ *  copy kernel); every other node becomes one kernel with a fresh output buffer (a cached
+ *  attention also writes its two cache buffers). Then graph outputs get their buffers (a copy
  *  when the value is a view or an input), roles follow from who reads what in which phase, and
  *  kernels are ordered by phase (load, source, step; topological within) and named.
  *  Deterministic: the same graph gives the same Program. */
@@ -30,16 +30,7 @@ import {
   type Program,
   type View,
 } from "./program.ts";
-import { ZERO } from "./sym.ts";
-import {
-  concatView,
-  contiguousStrides,
-  isWhole,
-  reshapeView,
-  sliceView,
-  transposeView,
-  wholeView,
-} from "./views.ts";
+import { concatView, isWhole, reshapeView, sliceView, transposeView, wholeView } from "./views.ts";
 
 /** A node's value: a view, and the view nodes folded into it on the way. */
 interface Value {
@@ -127,7 +118,7 @@ function newBuffer(
   return id;
 }
 
-/** One kernel computing `key` into a fresh buffer. */
+/** One kernel computing `key` into a fresh buffer (and writing `alsoWrites`, state buffers). */
 function emit(
   c: Lowering,
   key: string,
@@ -135,6 +126,7 @@ function emit(
   inputs: readonly View[],
   from: readonly Value[],
   suffix?: string,
+  alsoWrites: readonly number[] = [],
 ): number {
   const n = nodeData(c.g, key);
   const phase = c.info.phase.get(key)!;
@@ -149,6 +141,7 @@ function emit(
     body,
     inputs,
     output,
+    alsoWrites,
   });
   return output;
 }
@@ -180,50 +173,55 @@ function lowerNode(c: Lowering, key: string): void {
     c.values.set(key, { view, covers });
     return;
   }
-  let { body, inputs } = kernelFor(
+  const { body, inputs } = kernelFor(
     n,
     ins.map((v) => v.view),
   );
-  if (c.past !== undefined && phase === "step") {
+  let id: number;
+  if (body.kind === "attention" && isCached(c, key))
+    id = emitCachedAttention(c, key, body, inputs, ins);
+  else if (c.past !== undefined && phase === "step" && isStepRange(c, n, body))
     // A range over T numbers positions: a step's first one is P.
-    if (body.kind === "range" && n.op === "range" && n.attrs.size === c.info.seqDim)
-      body = { ...body, start: plus(body.start, c.past) };
-    if (c.kv.ok && c.kv.cached.includes(key)) inputs = cacheKeysAndValues(c, key, inputs, ins);
-  }
-  const id = emit(c, key, body, inputs, ins);
+    id = emit(c, key, { ...body, start: plus(body.start, c.past) }, inputs, ins);
+  else id = emit(c, key, body, inputs, ins);
   c.values.set(key, { view: wholeView(id, n.type.shape), covers: [] });
 }
 
-/** Two cache buffers [capacity, C] for a causal self-attention, an append of the step's new
- *  rows into each, and the attention's k and v read back as rows [0, P+T) of the caches. */
-function cacheKeysAndValues(
+/** A causal self-attention of the step that the KV cache serves. */
+const isCached = (c: Lowering, key: string): boolean => c.kv.ok && c.kv.cached.includes(key);
+
+const isStepRange = (
+  c: Lowering,
+  n: NodeData,
+  body: KernelBody,
+): body is Extract<KernelBody, { kind: "range" }> =>
+  body.kind === "range" && n.op === "range" && n.attrs.size === c.info.seqDim;
+
+/** A causal self-attention with a KV cache: two state buffers [capacity, C], and one kernel
+ *  that reads the step's k and v where they are, the cached rows from the buffers, and appends
+ *  the step's rows to them (program.ts states the rule). */
+function emitCachedAttention(
   c: Lowering,
   key: string,
-  [q, k, v, ...rest]: readonly View[],
+  body: Extract<KernelBody, { kind: "attention" }>,
+  [q, k, v]: readonly View[],
   from: readonly Value[],
-): View[] {
+): number {
   const n = nodeData(c.g, key);
-  const past = c.past!;
-  const ch = q.shape[1];
-  const rows = c.kv.ok ? c.kv.capacity! : 0;
-  const cache = (x: View, value: Value): { id: number; view: View } => {
-    const id = newBuffer(c, key, { dtype: n.type.dtype, shape: [rows, ch] }, "state", "step");
-    c.kernels.push({
-      op: opOf(n),
-      suffix: "kv_append",
-      phase: "step",
-      node: key,
-      covers: value.covers,
-      body: { kind: "kv_append", at: past },
-      inputs: [x],
-      output: id,
-    });
-    const shape = [plus(x.shape[0], past), ch];
-    return { id, view: { buffer: id, offset: ZERO, shape, strides: contiguousStrides(shape) } };
-  };
-  const [kc, vc] = [cache(k, from[1]), cache(v, from[2])];
-  c.entries.push({ attention: key, k: kc.id, v: vc.id });
-  return [q, kc.view, vc.view, ...rest];
+  const shape = [c.kv.ok ? c.kv.capacity! : 0, q.shape[1]];
+  const cache = () => newBuffer(c, key, { dtype: n.type.dtype, shape }, "state", "step");
+  const [kc, vc] = [cache(), cache()];
+  c.entries.push({ attention: key, k: kc, v: vc });
+  const { heads, scale } = body;
+  return emit(
+    c,
+    key,
+    { kind: "attention_cached", heads, scale, past: c.past! },
+    [q, k, v, wholeView(kc, shape), wholeView(vc, shape)],
+    from,
+    undefined,
+    [kc, vc],
+  );
 }
 
 /** A kernel's own buffer becomes the output; a view or an input is copied out. */

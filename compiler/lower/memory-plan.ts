@@ -4,8 +4,9 @@
  *  kernel that reads it (through any view), both ends included, so a kernel's output never
  *  shares bytes with its own inputs. Only the temps of the source and step phases are planned:
  *  load runs once before any dim is bound, and inputs, params, consts, state (kept source
- *  results, the KV cache) and outputs live outside the arena. Placement is greedy by size
- *  (largest first, ties by first use then id): each temp takes the smallest gap between the
+ *  results, and the KV cache that a cached attention writes besides its output, its
+ *  `alsoWrites`) and outputs live outside the arena. Placement is greedy by size (largest
+ *  first, ties by first use then id): each temp takes the smallest gap between the
  *  already-placed temps whose lifetimes overlap its own, or goes above them all. Offsets are
  *  aligned (256 bytes by default: WebGPU's minStorageBufferOffsetAlignment).
  *
@@ -13,7 +14,7 @@
  *  how one arena serves a prefill and every later single-token step. */
 import { byteSize, type DType } from "../ir/dtype.ts";
 import { evalDim, numel, type Bindings } from "../ir/shape.ts";
-import type { Buffer, Program } from "./program.ts";
+import { writesOf, type Buffer, type Program } from "./program.ts";
 
 export interface Lifetime {
   /** Dispatch index of the kernel that writes it. */
@@ -51,7 +52,7 @@ export function lifetimes(p: Program): Map<number, Lifetime> {
   const first = new Map<number, number>();
   const last = new Map<number, number>();
   p.kernels.forEach((k, i) => {
-    if (isPlanned(p.buffers[k.output]) && !first.has(k.output)) first.set(k.output, i);
+    for (const id of writesOf(k)) if (isPlanned(p.buffers[id]) && !first.has(id)) first.set(id, i);
     for (const v of k.inputs) if (first.has(v.buffer)) last.set(v.buffer, i);
   });
   return new Map(

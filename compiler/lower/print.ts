@@ -1,7 +1,9 @@
 /** A Program as text, one line per buffer and per kernel, for people and golden tests:
  *
- *    k7_matmul  matmul  step  %qkv_mm ← b4, b9 → b12 f32[T,72]
+ *    k7_matmul  matmul  step  %qkv_mm ← b4, b9 → b12 f32[T,72]  [matmul then acc]
  *
+ *  A kernel that writes state besides its output names it after the output: a cached attention
+ *  ends `→ b17 f32[T,24] (also b15, b16)  [attention 3 heads scale 0.35 causal, P cached]`.
  *  A view that is its buffer whole prints as `b4`; any other as `b4[T,24]+24·[72,1]` (shape,
  *  offset, strides in elements). */
 import { formatExpr } from "../ir/expr.ts";
@@ -33,8 +35,6 @@ export function formatBody(b: KernelBody): string {
       return `sinusoidal ${b.dim}`;
     case "concat":
       return `concat axis ${b.axis}`;
-    case "kv_append":
-      return `append at row ${b.at}`;
     case "softmax":
       return `softmax axis ${b.axis} scale ${b.scale}${b.causal ? " causal" : ""}${b.masked ? " masked" : ""}`;
     case "layer_norm":
@@ -45,6 +45,8 @@ export function formatBody(b: KernelBody): string {
       return `matmul${b.transposeB ? " bᵀ" : ""} then ${formatExpr(b.expr)}`;
     case "attention":
       return `attention ${b.heads} heads scale ${b.scale}${b.causal ? " causal" : ""}${b.masked ? " masked" : ""}`;
+    case "attention_cached":
+      return `attention ${b.heads} heads scale ${b.scale} causal, ${b.past} cached`;
     default:
       return assertNever(b, "kernel body");
   }
@@ -65,8 +67,11 @@ export function printProgram(p: Program): string {
   for (const k of p.kernels) {
     const ins = k.inputs.map((v) => formatView(v, p.buffers[v.buffer])).join(", ");
     const out = p.buffers[k.output];
+    const also = k.alsoWrites.length
+      ? ` (also ${k.alsoWrites.map((id) => `b${id}`).join(", ")})`
+      : "";
     lines.push(
-      `  ${k.name}  ${k.family}  ${k.phase}  %${k.node} ← ${ins || "()"} → b${k.output} ${out.dtype}${formatShape(out.shape)}  [${formatBody(k.body)}]`,
+      `  ${k.name}  ${k.family}  ${k.phase}  %${k.node} ← ${ins || "()"} → b${k.output} ${out.dtype}${formatShape(out.shape)}${also}  [${formatBody(k.body)}]`,
     );
   }
   return lines.join("\n") + "\n";

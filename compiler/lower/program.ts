@@ -26,10 +26,16 @@
  *    by the step phase, and the KV cache), `output`, and `temp` (everything else: the memory
  *    plan packs the temps of the source and step phases into one arena).
  *  - The KV cache (kv-cache.ts): when every op that mixes positions of T is a causal self-
- *    attention, each such attention owns two state buffers [capacity, C]; two `kv_append`
- *    kernels write the step's new k and v rows at row P (the cached length, the symbol `past`),
- *    and the attention reads rows [0, P+T). A range over T starts at P. Otherwise the program
- *    is cache-less and says why. */
+ *    attention without a key mask, each such attention owns two state buffers [capacity, C]
+ *    and is lowered to one `attention_cached` kernel, with no copy kernel before it. P (the
+ *    cached length, the symbol `kvCache.past`) positions are in the caches; the kernel reads the
+ *    step's new k and v rows where they were computed (for GPT-2, strided thirds of the merged
+ *    projection), key j < P from cache row j and key j ≥ P from new row j − P, so it never
+ *    reads what it writes. The same kernel appends: the work item for (head h, query row i)
+ *    copies columns [h·D, (h+1)·D) of new k and v row i to cache row P + i, so the work items
+ *    cover rows [P, P+T) once each and no barrier is needed. The caches are its operands 3 and
+ *    4 and its `alsoWrites` (a WGSL backend binds each once, read_write). A range over T starts
+ *    at P. Otherwise the program is cache-less and says why. */
 import type { DType } from "../ir/dtype.ts";
 import type { Expr } from "../ir/expr.ts";
 import type { OpNode } from "../ir/graph.ts";
@@ -71,7 +77,6 @@ export type KernelBody =
   | { readonly kind: "range"; readonly start: Dim } // () out[i] = start + i
   | { readonly kind: "sinusoidal"; readonly dim: number } // (pos [T]) → [T, dim]
   | { readonly kind: "concat"; readonly axis: number } // (xs…) joined along axis
-  | { readonly kind: "kv_append"; readonly at: Dim } // (x [T,C]) out rows [at, at+T) ← x
   // family row_reduction: one row per index of the other axes ────────────────────────────────
   | {
       readonly kind: "softmax"; // (x, [mask]) softmax(masked(x·scale)) along axis
@@ -92,6 +97,18 @@ export type KernelBody =
       readonly causal: boolean;
       readonly masked: boolean;
     }
+  | {
+      /** (q [T,C], k [T,C], v [T,C], k_cache [N,C], v_cache [N,C]): causal self-attention
+       *  over P cached positions and the T new ones (program.ts's KV cache rule). Query i sees
+       *  keys [0, P+i]; key j < P is cache row j, key j ≥ P is k/v row j − P. The work item for
+       *  (head h, query i) also copies columns [h·D, (h+1)·D) of k and v row i to cache row
+       *  P + i (D = C / heads). */
+      readonly kind: "attention_cached";
+      readonly heads: number;
+      readonly scale: number;
+      /** The cached length P (the program's `kvCache.past` symbol). */
+      readonly past: Dim;
+    }
   // family gather ────────────────────────────────────────────────────────────────────────────
   | { readonly kind: "gather" }; // (table [V,..], ids [..]) → [..ids, ..]
 
@@ -105,30 +122,40 @@ export const FAMILY: { readonly [K in BodyKind]: KernelFamily } = {
   range: "map",
   sinusoidal: "map",
   concat: "map",
-  kv_append: "map",
   softmax: "row_reduction",
   layer_norm: "row_reduction",
   reduce: "row_reduction",
   matmul: "matmul",
   attention: "attention",
+  attention_cached: "attention",
   gather: "gather",
 };
 
 export type Kernel = OpNode & {
-  /** `k3_matmul_epilogue`: the dispatch index and the op (or `kv_append`, `copy`). */
+  /** `k3_matmul_epilogue`: the dispatch index and the op (or `copy`). */
   readonly name: string;
   readonly family: KernelFamily;
   readonly phase: Phase;
-  /** The IR node it computes (a kv_append: the attention it feeds). */
+  /** The IR node it computes. */
   readonly node: string;
   /** The original IR nodes it stands for: the node's covers and the views folded into its inputs. */
   readonly covers: readonly string[];
   readonly body: KernelBody;
   readonly inputs: readonly View[];
-  /** The buffer it writes, whole (a kv_append: rows of it). */
+  /** The buffer it writes, whole. */
   readonly output: number;
+  /** State buffers it writes besides its output, in part, read through its inputs too (an
+   *  attention_cached: the k and v caches, operands 3 and 4, rows [P, P+T)). Empty for others. */
+  readonly alsoWrites: readonly number[];
 };
 
+/** Every buffer a kernel writes: its output, then its alsoWrites. */
+export function writesOf(k: Kernel): number[] {
+  return [k.output, ...k.alsoWrites];
+}
+
+/** A cached attention: its IR node (the attention_cached kernel's `node`) and its two state
+ *  buffers [capacity, C]. */
 export interface KvCacheEntry {
   readonly attention: string;
   readonly k: number;

@@ -1,12 +1,14 @@
 /** Each kernel family of the Program interpreter on odd sizes and on T = 1, against the reference
  *  interpreter, and the softmax edge cases through the row_reduction and attention kernels:
  *  large rows (10000…10003), fully masked rows (zeros, never NaN), and NaN or 1e10 in masked
- *  positions, which must not leak. */
+ *  positions, which must not leak; the cached attention kernel on a cache it reads below P and
+ *  appends to from P. */
 import { describe, expect, it } from "vitest";
 import type { Graph } from "../../../compiler/ir/graph.ts";
 import { ndarray, type NDArray } from "../../../compiler/ir/ndarray.ts";
 import { parseGraph } from "../../../compiler/ir/parse.ts";
 import { createSession } from "../../../compiler/lower/execute.ts";
+import { attentionCached } from "../../../compiler/lower/kernels-matmul.ts";
 import { lower } from "../../../compiler/lower/lower.ts";
 import type { KernelFamily } from "../../../compiler/lower/program.ts";
 import { expectClose, nd, randn, run, type Arrays } from "../util.ts";
@@ -172,6 +174,66 @@ describe("attention", () => {
     expectClose(o, [2, 2]); // only key 1 is visible
     const [z] = runLowered(g, { q, ...hidden, m: nd([3], [1, 1, 1]) });
     expect(Array.from(z.data)).toEqual([0, 0]);
+  });
+});
+
+describe("attention_cached", () => {
+  // P = 4 cached positions, T = 3 new ones, 2 heads of 3; caches of 9 rows.
+  const [P, T, C, N] = [4, 3, 6, 9];
+  const strided = (shape: number[], data: Float64Array, offset = 0, strides?: number[]) => ({
+    data,
+    offset,
+    shape,
+    strides: strides ?? [shape[1], 1],
+  });
+  // New k and v are strided thirds of one [T, 18] buffer, as fuse-qkv leaves them.
+  const qkv = randn([T, 3 * C], 1).data;
+  const cache = (seed: number) => {
+    const a = new Float64Array(N * C).fill(NaN); // rows ≥ P: never read
+    a.set(randn([P, C], seed).data);
+    return a;
+  };
+  const [kc, vc] = [cache(2), cache(3)];
+  const out = new Float64Array(T * C);
+  attentionCached(
+    { heads: 2, scale: 0.7 },
+    P,
+    [
+      strided([T, C], qkv, 0, [3 * C, 1]),
+      strided([T, C], qkv, C, [3 * C, 1]),
+      strided([T, C], qkv, 2 * C, [3 * C, 1]),
+      strided([N, C], kc),
+      strided([N, C], vc),
+    ],
+    strided([T, C], out),
+  );
+  const third = (i: number) =>
+    Array.from({ length: T }, (_, r) => [
+      ...qkv.subarray(r * 3 * C + i * C, r * 3 * C + (i + 1) * C),
+    ]).flat();
+
+  it("attends over cached keys [0, P) and new keys, query i seeing keys up to P + i", () => {
+    const keys = (c: Float64Array, i: number) =>
+      nd([P + T, C], [...c.subarray(0, P * C), ...third(i)]);
+    const [want] = run(
+      parseGraph(`graph @t(%q: f32[T,6], %k: f32[S,6], %v: f32[S,6]) -> (f32[T,6]) {
+  %a = attention(%q, %k, %v) {heads=2, scale=0.7, causal=true} : f32[T,6]
+  return %a
+}`),
+      { q: nd([T, C], third(0)), k: keys(kc, 1), v: keys(vc, 2) },
+    );
+    expectClose(ndarray([T, C], out), want, 1e-12);
+  });
+
+  it("writes rows [P, P+T) of each cache with the new rows, and nothing else", () => {
+    for (const [c, i, seed] of [
+      [kc, 1, 2],
+      [vc, 2, 3],
+    ] as const) {
+      expect([...c.subarray(0, P * C)]).toEqual([...randn([P, C], seed).data]);
+      expect([...c.subarray(P * C, (P + T) * C)]).toEqual(third(i));
+      expect([...c.subarray((P + T) * C)]).toEqual(Array<number>((N - P - T) * C).fill(NaN));
+    }
   });
 });
 

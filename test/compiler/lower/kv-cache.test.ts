@@ -1,6 +1,7 @@
-/** The KV cache: when lowering keeps one, a prefill followed by single-token steps gives the
- *  logits of a full forward over the whole sequence; the source phase runs once per source; and
- *  a graph that mixes positions any other way is cache-less, saying where and why. */
+/** The KV cache: when lowering keeps one, a prefill followed by steps (of one position or
+ *  several) gives exactly the logits of a full forward over the whole sequence; each cached
+ *  attention is one kernel that also appends to its caches; the source phase runs once per
+ *  source; and a graph that mixes positions any other way is cache-less, saying where and why. */
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { KilnError } from "../../../compiler/errors.ts";
@@ -9,7 +10,8 @@ import { ndarray, type NDArray } from "../../../compiler/ir/ndarray.ts";
 import { parseGraph } from "../../../compiler/ir/parse.ts";
 import { createSession } from "../../../compiler/lower/execute.ts";
 import { lower } from "../../../compiler/lower/lower.ts";
-import { kernelsOf, type Program } from "../../../compiler/lower/program.ts";
+import { printProgram } from "../../../compiler/lower/print.ts";
+import { kernelsOf, writesOf, type Program } from "../../../compiler/lower/program.ts";
 import { runPipeline } from "../../../compiler/passes/pipeline.ts";
 import { randomFeeds, relError } from "../../helpers/feeds.ts";
 import { fuseAttentionByHand, gpt2Graph, seq2seqGraph } from "./models.ts";
@@ -39,8 +41,10 @@ const sources = (inputs: ReadonlyMap<string, NDArray>, p: Program) =>
       .map((b) => [b.name!, inputs.get(b.name!)!] as const),
   );
 
-/** Prefill `first` positions, then one step per position, against one full forward. */
-function expectIncremental(g: Graph, t: number, first: number, tol = 1e-9): void {
+/** Prefill `chunks[0]` positions, then one step per further chunk (of that many new positions),
+ *  against one full forward over them all. float64 and the same sums in the same order: exact. */
+function expectIncremental(g: Graph, chunks: readonly number[], tol = 0): void {
+  const t = chunks.reduce((a, b) => a + b, 0);
   const feeds = randomFeeds(
     g,
     new Map([
@@ -53,9 +57,15 @@ function expectIncremental(g: Graph, t: number, first: number, tol = 1e-9): void
   expect(p.kvCache.enabled).toBe(true);
   const full = createSession(p, feeds.param).run(feeds.inputs);
   const s = createSession(p, feeds.param);
-  const parts = [s.run(new Map([...sources(feeds.inputs, p), ...rows(feeds.inputs, p, 0, first)]))];
-  for (let i = first; i < t; i++) parts.push(s.step(rows(feeds.inputs, p, i, i + 1)));
-  expect(s.cachedLength).toBe(t);
+  const parts = [
+    s.run(new Map([...sources(feeds.inputs, p), ...rows(feeds.inputs, p, 0, chunks[0])])),
+  ];
+  let at = chunks[0];
+  for (const n of chunks.slice(1)) {
+    parts.push(s.step(rows(feeds.inputs, p, at, at + n)));
+    at += n;
+    expect(s.cachedLength).toBe(at);
+  }
   full.forEach((want, o) => {
     // An output over T comes a few rows per call; any other (a source result) whole each time.
     const overT = p.buffers[p.outputs[o]].shape[0] === "T";
@@ -65,6 +75,8 @@ function expectIncremental(g: Graph, t: number, first: number, tol = 1e-9): void
     expect(relError(got, want)).toBeLessThanOrEqual(tol);
   });
 }
+
+const ones = (n: number): number[] => Array<number>(n).fill(1);
 
 const FUSED = [
   ["gpt2, attention fused by hand", () => fuseAttentionByHand(gpt2Graph())],
@@ -77,33 +89,86 @@ describe.each(FUSED)("%s", (_name, make) => {
   const g = make();
 
   it("prefill 3 tokens + 4 single-token steps = one forward over 7", () => {
-    expectIncremental(g, 7, 3);
+    expectIncremental(g, [3, ...ones(4)]);
   });
 
-  it("prefill 1 token, then steps, up to the context", () => {
-    expectIncremental(g, 16, 1);
+  it("prefill 1 token (T = 1), then single-token steps up to the context", () => {
+    expectIncremental(g, ones(16));
   });
 
-  it("caches every causal self-attention: two appends before it, positions from P", () => {
+  it("steps of several new tokens at once, each seeing the cache and itself causally", () => {
+    expectIncremental(g, [2, 3, 1, 4]);
+    expectIncremental(g, [1, 5]);
+  });
+
+  it("a prefill of the whole context (P = 0 throughout)", () => {
+    expectIncremental(g, [16]);
+  });
+
+  it("caches every causal self-attention in one kernel that reads k, v in place and appends", () => {
     const p = lower(g);
     if (!p.kvCache.enabled) return expect.fail(p.kvCache.reason);
-    expect(p.kvCache.entries.length).toBe(2);
-    for (const e of p.kvCache.entries) {
-      const at = p.kernels.findIndex((k) => k.body.kind === "attention" && k.node === e.attention);
-      expect(p.kernels.slice(at - 2, at).map((k) => [k.body.kind, k.output])).toEqual([
-        ["kv_append", e.k],
-        ["kv_append", e.v],
+    const { past, capacity, entries } = p.kvCache;
+    expect(entries.length).toBe(2);
+    for (const e of entries) {
+      const ks = p.kernels.filter((k) => k.node === e.attention);
+      expect(ks.map((k) => [k.phase, k.family, k.body])).toEqual([
+        ["step", "attention", { kind: "attention_cached", heads: 3, scale: 8 ** -0.5, past }],
       ]);
-      for (const id of [e.k, e.v])
+      const [k] = ks;
+      expect(k.alsoWrites).toEqual([e.k, e.v]);
+      // q, k, v over the T new rows, read where they were computed; then the caches, whole.
+      expect(k.inputs.map((v) => v.shape)).toEqual([
+        ["T", 24],
+        ["T", 24],
+        ["T", 24],
+        [capacity, 24],
+        [capacity, 24],
+      ]);
+      expect(k.inputs.slice(3).map((v) => v.buffer)).toEqual([e.k, e.v]);
+      for (const v of k.inputs.slice(0, 3)) expect(p.buffers[v.buffer].role).toBe("temp");
+      for (const id of [e.k, e.v]) {
         expect(p.buffers[id]).toMatchObject({
           role: "state",
-          shape: [p.kvCache.capacity, 24],
+          phase: "step",
+          shape: [capacity, 24],
         });
-      expect(p.kernels[at].inputs[1].shape).toEqual([`${p.kvCache.past}+T`, 24]);
+        // No other kernel touches a cache: nothing copies into it, nothing else reads it.
+        const touching = p.kernels.filter(
+          (x) => writesOf(x).includes(id) || x.inputs.some((v) => v.buffer === id),
+        );
+        expect(touching).toEqual([k]);
+      }
     }
     const ranges = kernelsOf(p, "step").filter((k) => k.body.kind === "range");
     expect(ranges.map((k) => k.body)).toEqual(ranges.map(() => ({ kind: "range", start: "P" })));
   });
+});
+
+describe("a single cached attention", () => {
+  const g = parseGraph(`graph @t(%x: f32[T,6]) -> (f32[T,6]) {
+  dim T <= 12 "the test's context"
+  %w = param() {name="w"} : f32[6,18]
+  %qkv = matmul(%x, %w) {transposeB=false} : f32[T,18]
+  %q = slice(%qkv) {axis=1, start=0, size=6} : f32[T,6]
+  %k = slice(%qkv) {axis=1, start=6, size=6} : f32[T,6]
+  %v = slice(%qkv) {axis=1, start=12, size=6} : f32[T,6]
+  %a = attention(%q, %k, %v) {heads=2, scale=0.6, causal=true} : f32[T,6]
+  return %a
+}`);
+
+  it("is two kernels, the attention reading q, k and v as strided thirds", () => {
+    const p = lower(g);
+    expect(printProgram(p).split("\n").slice(-3, -1)).toEqual([
+      "  k0_matmul  matmul  step  %qkv ← b0, b1 → b2 f32[T,18]  [matmul then acc]",
+      "  k1_attention  attention  step  %a ← b2[T,6]·[18,1], b2[T,6]+6·[18,1], b2[T,6]+12·[18,1], b3, b4 → b5 f32[T,6] (also b3, b4)  [attention 2 heads scale 0.6 causal, P cached]",
+    ]);
+  });
+
+  it.each([[[1, 1, 1]], [[4, 2, 3, 3]], [[5, 7]], [[1, 11]]])(
+    "prefill then steps of %j positions = one forward",
+    (chunks) => expectIncremental(g, chunks),
+  );
 });
 
 describe("seq2seq", () => {
@@ -116,7 +181,7 @@ describe("seq2seq", () => {
     expect(covered).toEqual(expect.arrayContaining(["memory", "k_mm", "v_mm", "k_mm_1", "v_mm_1"]));
     for (const e of p.kvCache.enabled ? p.kvCache.entries : [])
       expect(
-        p.kernels.find((k) => k.node === e.attention && k.body.kind === "attention")!.phase,
+        p.kernels.find((k) => k.node === e.attention && k.body.kind === "attention_cached")!.phase,
       ).toBe("step");
     const feeds = randomFeeds(
       g,
@@ -242,7 +307,7 @@ describe("positions", () => {
       ["rs", { kind: "range", start: 0 }],
       ["rt", { kind: "range", start: "P+3" }],
     ]);
-    expectIncremental(g, 6, 2);
+    expectIncremental(g, [2, 1, 1, 1, 1]);
   });
 });
 
@@ -266,7 +331,8 @@ describe("random graphs with a cache", () => {
         const g = runPipeline(buildRandomGraph(recipe, src)).graph;
         if (!lower(g).kvCache.enabled) return;
         cached++;
-        expectIncremental(g, t, 1 + (recipe.length % (t - 1)));
+        const first = 1 + (recipe.length % (t - 1));
+        expectIncremental(g, [first, ...ones(t - first)]);
       }),
       { numRuns: 150, seed: 5 },
     );

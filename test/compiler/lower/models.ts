@@ -16,10 +16,10 @@ import seq2seq from "../../../models/seq2seq.ts";
 export const gpt2Graph = (nLayer = 2): Graph =>
   buildGraph(gpt2, { vocab_size: 97, n_positions: 16, n_embd: 24, n_layer: nLayer, n_head: 3 });
 
-export const seq2seqGraph = (layers = 2): Graph =>
+export const seq2seqGraph = (layers = 2, decoderLayers = layers): Graph =>
   buildGraph(seq2seq, {
     num_encoder_layers: layers,
-    num_decoder_layers: layers,
+    num_decoder_layers: decoderLayers,
     emb_size: 24,
     nhead: 3,
     src_vocab_size: 41,

@@ -44,9 +44,18 @@ function bindings(g: Graph, p: Program, seqLen: number): Map<string, number> {
   const b = new Map<string, number>();
   for (const k of g.inputs)
     for (const d of g.nodes.getNodeAttribute(k, "type").shape)
-      for (const s of dimSymbols(d)) b.set(s, Math.min(seqLen, g.bounds.get(s)?.max ?? seqLen));
+      for (const s of dimSymbols(d)) b.set(s, seqLen);
   if (p.kvCache.enabled) b.set(p.kvCache.past, 0);
   return b;
+}
+
+/** The requested length, shortened to the tightest bound on an input's sequence dim. */
+function effectiveSeqLen(g: Graph, seqLen: number): number {
+  let n = seqLen;
+  for (const k of g.inputs)
+    for (const d of g.nodes.getNodeAttribute(k, "type").shape)
+      for (const s of dimSymbols(d)) n = Math.min(n, g.bounds.get(s)?.max ?? n);
+  return n;
 }
 
 export function report(
@@ -126,7 +135,7 @@ export async function inspect(argv: readonly string[]): Promise<string> {
   const flags = passFlags(values, (s) => (out += s));
   const result = runPipeline(graph, flags.passes, flags.afterPass);
   const program = lower(result.graph);
-  const r = report(graph, result, program, seqLen);
+  const r = report(graph, result, program, effectiveSeqLen(graph, seqLen));
   if (format === "json") return JSON.stringify(r) + "\n";
   return (
     out + textReport(r, program, printGraph(result.graph, { locations: values.locations ?? false }))

@@ -75,6 +75,19 @@ describe.each(fixtures)("%s", (name) => {
         expected.model_type === "gpt2" ? 1e-9 : 1e-5,
       );
       expect(logits.map(argmax)).toEqual(c.logits.map(argmax));
+      // The unoptimized graph, through the same lowering and Program interpreter, agrees too.
+      const raw = await kiln(
+        "forward",
+        dir,
+        "--tokens",
+        c.tokens.join(","),
+        ...src(c.src_tokens),
+        "--no-opt",
+        "--json",
+      );
+      expect(
+        relError((JSON.parse(raw.stdout) as { logits: number[][] }).logits, c.logits),
+      ).toBeLessThanOrEqual(1e-4);
     },
   );
 
@@ -97,6 +110,18 @@ describe.each(fixtures)("%s", (name) => {
       );
       expect(r.stderr).toBe("");
       expect((JSON.parse(r.stdout) as { tokens: number[] }).tokens).toEqual(c.new_tokens);
+      const raw = await kiln(
+        "generate",
+        dir,
+        "--tokens",
+        c.tokens.join(","),
+        ...src(c.src_tokens),
+        "--max-new-tokens",
+        String(c.max_new_tokens),
+        "--no-opt",
+        "--json",
+      );
+      expect((JSON.parse(raw.stdout) as { tokens: number[] }).tokens).toEqual(c.new_tokens);
     },
   );
 });

@@ -12,8 +12,8 @@
  *    (`rsqrt` is `1 / Math.sqrt(x)`, relu maps NaN to 0), so the two agree to the last bit except
  *    through `kiln_erf` (helpers.ts), which is within a few ulps of compiler/ir/erf.ts.
  *  - WGSL: every literal is an f32 literal with a decimal point or an exponent. WGSL assumes
- *    finite math, so ±∞ becomes the finite sentinel ±3.4e38 (said so in a comment next to it) and
- *    NaN has no form at all (an error). `tanh` clamps its argument to ±15 (where tanh is ±1 in
+ *    finite math, so ±∞ (and a constant beyond f32's range) becomes the finite sentinel ±3.4e38,
+ *    said so in a comment next to it, and NaN has no form at all (an error). `tanh` clamps its argument to ±15 (where tanh is ±1 in
  *    f32), because some backends compute it as a quotient of exponentials that overflows. */
 import { fail } from "../errors.ts";
 import { formatExpr, type Expr } from "../ir/expr.ts";
@@ -158,12 +158,12 @@ function numberFragment(v: number, target: Target): Fragment {
     if (target === "ts") return { text: "NaN", prec: Prec.Atom };
     fail("not-built", "expression", "a NaN constant has no WGSL form (WGSL assumes finite math)");
   }
-  if (!Number.isFinite(v)) {
-    if (target === "ts")
-      return v > 0
-        ? { text: "Infinity", prec: Prec.Atom }
-        : { text: "-Infinity", prec: Prec.Unary };
-    const text = `${v > 0 ? "" : "-"}3.4e38 /* ${v > 0 ? "+" : "-"}inf: WGSL assumes finite math */`;
+  if (target === "ts" && !Number.isFinite(v))
+    return v > 0 ? { text: "Infinity", prec: Prec.Atom } : { text: "-Infinity", prec: Prec.Unary };
+  // In f32 this is ±∞ (a literal beyond f32's range is even a WGSL compile error).
+  if (target === "wgsl" && !Number.isFinite(Math.fround(v))) {
+    const what = Number.isFinite(v) ? `${String(v)} is beyond f32` : v > 0 ? "+inf" : "-inf";
+    const text = `${v > 0 ? "" : "-"}3.4e38 /* ${what}: WGSL assumes finite math */`;
     return { text, prec: v > 0 ? Prec.Atom : Prec.Unary };
   }
   const neg = v < 0 || Object.is(v, -0);

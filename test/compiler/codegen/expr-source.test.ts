@@ -213,6 +213,10 @@ describe("renderExpr, WGSL", () => {
     expect(renderNumber(-Infinity, "wgsl")).toBe("-3.4e38 /* -inf: WGSL assumes finite math */");
     expect(renderNumber(Infinity, "wgsl")).toBe("3.4e38 /* +inf: WGSL assumes finite math */");
     expect(() => renderNumber(NaN, "wgsl")).toThrow(KilnError);
+    expect(renderNumber(-1e300, "wgsl")).toBe(
+      "-3.4e38 /* -1e+300 is beyond f32: WGSL assumes finite math */",
+    );
+    expect(renderNumber(3e38, "wgsl")).toBe("3e+38");
   });
 
   it("computes evalExpr's number (read as JavaScript, with the builtins' float64 meanings)", () => {

@@ -1,8 +1,8 @@
 /** Runs a loaded checkpoint on one target. Token ids are checked against the vocabularies and
  *  lengths against the context before anything runs. `ref` optimizes the graph (the default
  *  passes, or those given), lowers it to a Program and runs that with the float64 Program
- *  interpreter, with a KV cache when the program has one; the generated targets arrive with the
- *  backends. */
+ *  interpreter, with a KV cache when the program has one; `ts` runs the generated TypeScript
+ *  (runtime/cpu); `wgsl` arrives with its backend. */
 import { fail } from "../compiler/errors.ts";
 import { ndarray, type NDArray } from "../compiler/ir/ndarray.ts";
 import { createSession, type Session } from "../compiler/lower/execute.ts";
@@ -12,6 +12,7 @@ import type { Pass } from "../compiler/passes/pass.ts";
 import { runPipeline } from "../compiler/passes/pipeline.ts";
 import type { Checkpoint } from "./checkpoint.ts";
 import type { CheckpointModel } from "./checkpoint-config.ts";
+import { tsRunner } from "./cpu/runner.ts";
 
 export const TARGETS = ["ref", "ts", "wgsl"] as const;
 export type Target = (typeof TARGETS)[number];
@@ -132,6 +133,7 @@ export function makeRunner(ckpt: Checkpoint, target: Target, options: RunnerOpti
     case "ref":
       return referenceRunner(ckpt, options);
     case "ts":
+      return tsRunner(ckpt, options);
     case "wgsl":
       return fail(
         "not-built",

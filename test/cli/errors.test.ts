@@ -289,9 +289,9 @@ describe("usage", () => {
 
   it("backends not built yet say so", async () => {
     expectTypedError(
-      await kiln("forward", good, "--tokens", "1", "--target", "ts"),
+      await kiln("forward", good, "--tokens", "1", "--target", "wgsl"),
       "not-built",
-      "--target ts",
+      "--target wgsl",
     );
     expectTypedError(await kiln("compile", "gpt2"), "not-built");
   });

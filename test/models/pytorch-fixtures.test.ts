@@ -1,7 +1,9 @@
 /** The reference path against PyTorch: every fixture under test/fixtures (made by
  *  scripts/make-fixtures.py with torch, committed) through `kiln forward --target ref` and
- *  `kiln generate --target ref --temperature 0`. Expected logits were computed in float64 by torch
- *  from the same float32 (or float16) weights, so agreement is far inside the 1e-4 bar. */
+ *  `kiln generate --target ref --temperature 0`, and the same with `--target ts` (the generated
+ *  TypeScript, float32: within 1e-4, same argmax, same greedy tokens). Expected logits were
+ *  computed in float64 by torch from the same float32 (or float16) weights, so agreement is far
+ *  inside the 1e-4 bar. */
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -88,6 +90,21 @@ describe.each(fixtures)("%s", (name) => {
       expect(
         relError((JSON.parse(raw.stdout) as { logits: number[][] }).logits, c.logits),
       ).toBeLessThanOrEqual(1e-4);
+      // The generated TypeScript (float32 storage) agrees within the 1e-4 bar, same argmax.
+      const ts = await kiln(
+        "forward",
+        dir,
+        "--tokens",
+        c.tokens.join(","),
+        ...src(c.src_tokens),
+        "--target",
+        "ts",
+        "--json",
+      );
+      expect(ts.stderr).toBe("");
+      const tsLogits = (JSON.parse(ts.stdout) as { logits: number[][] }).logits;
+      expect(relError(tsLogits, c.logits)).toBeLessThanOrEqual(1e-4);
+      expect(tsLogits.map(argmax)).toEqual(c.logits.map(argmax));
     },
   );
 
@@ -122,6 +139,22 @@ describe.each(fixtures)("%s", (name) => {
         "--json",
       );
       expect((JSON.parse(raw.stdout) as { tokens: number[] }).tokens).toEqual(c.new_tokens);
+      const ts = await kiln(
+        "generate",
+        dir,
+        "--tokens",
+        c.tokens.join(","),
+        ...src(c.src_tokens),
+        "--max-new-tokens",
+        String(c.max_new_tokens),
+        "--temperature",
+        "0",
+        "--target",
+        "ts",
+        "--json",
+      );
+      expect(ts.stderr).toBe("");
+      expect((JSON.parse(ts.stdout) as { tokens: number[] }).tokens).toEqual(c.new_tokens);
     },
   );
 });

@@ -1,0 +1,232 @@
+/** emitModule — a Program as one self-contained TypeScript module (no imports):
+ *
+ *    header comment          the program: dims, buffers, the arena plan
+ *    prelude                 public types (Tensor, Output, Session), RuntimeError, input checks
+ *    scalar helpers          kiln_gelu, … — only those the kernels call
+ *    one function per kernel specialized: static sizes and strides baked in, symbolic dims as
+ *                            parameters (d0, d1, …), each with a header comment holding the IR
+ *                            line it implements; a matmul with packed weights also has its
+ *                            pack_… function, run once at load
+ *    export const model      names, shapes and dims of the inputs, outputs and params (strings)
+ *    createSession(weights)  the dispatch (session.ts)
+ *
+ *  Assembled with ts-morph; `formatModule` runs prettier over it for the shipped artifact.
+ *  Deterministic: the same Program (and options) gives the same text. User strings appear only
+ *  in comments and string literals (source.ts states the naming rule). */
+import { IndentationText, Project, QuoteKind } from "ts-morph";
+import { assertNever } from "../../errors.ts";
+import type { Graph, NodeData } from "../../ir/graph.ts";
+import { operands } from "../../ir/graph.ts";
+import { formatAttrs } from "../../ir/print.ts";
+import { formatShape, formatType } from "../../ir/shape.ts";
+import { formatView } from "../../lower/print.ts";
+import type { Kernel, Program } from "../../lower/program.ts";
+import { renderHelpers, type Helper } from "../helpers.ts";
+import { Scope, type KernelFunction } from "./kernel.ts";
+import { attention, attentionCached } from "./kernels-attention.ts";
+import * as map from "./kernels-map.ts";
+import { matmul } from "./kernels-matmul.ts";
+import { layerNorm, reduce, softmax } from "./kernels-reduce.ts";
+import { PRELUDE } from "./prelude.ts";
+import { dimVars, sessionBody } from "./session.ts";
+import { comment, literal, type DimVars } from "./source.ts";
+
+export interface EmitOptions {
+  /** The graph the program was lowered from: the kernels' header comments then show each
+   *  node's operands by name (otherwise, the buffers the kernel reads). */
+  readonly graph?: Graph;
+  /** Maxima for dims the graph does not bound (or tighter ones), to size the arena with. */
+  readonly maxDims?: ReadonlyMap<string, number>;
+}
+
+/** A valid identifier for a kernel: its Program name is `k<index>_<op>`, made of op names. */
+function kernelIdent(k: Kernel, i: number): string {
+  return /^k\d+_[a-z_]+$/.test(k.name) ? k.name : `k${i}`;
+}
+
+/** The kernel's IR line, as the text IR prints it, then what it covers and reads. */
+function kernelDoc(p: Program, k: Kernel, name: string, g: Graph | undefined): string[] {
+  const out = p.buffers[k.output];
+  const node = {
+    op: k.op,
+    attrs: k.attrs,
+    type: { dtype: out.dtype, shape: out.shape },
+  } as NodeData;
+  const args =
+    g && g.nodes.hasNode(k.node)
+      ? operands(g, k.node).map((o) => `%${o}`)
+      : k.inputs.map((v) => `%${p.buffers[v.buffer].node}`);
+  const origin =
+    g && g.nodes.hasNode(k.node) ? g.nodes.getNodeAttributes(k.node).origin : undefined;
+  const ir = `%${k.node} = ${k.op}(${args.join(", ")})${formatAttrs(node)} : ${formatType(node.type)}${origin ? `  # ${origin}` : ""}`;
+  const lines = [`${name} (${k.family}, ${k.phase}): ${comment(ir)}`];
+  const others = k.covers.filter((c) => c !== k.node);
+  if (others.length) lines.push(`covers ${comment(others.map((c) => `%${c}`).join(" "))}`);
+  const reads = k.inputs.map(
+    (v) => `${formatView(v, p.buffers[v.buffer])} (%${p.buffers[v.buffer].node})`,
+  );
+  if (reads.length) lines.push(`reads ${comment(reads.join(", "))}`);
+  lines.push(
+    `writes b${out.id} ${comment(`${out.dtype}${formatShape(out.shape)}`)}${k.alsoWrites.length ? ` and rows of ${k.alsoWrites.map((b) => `b${b}`).join(", ")}` : ""}`,
+  );
+  return lines;
+}
+
+function kernelFunction(p: Program, k: Kernel, dims: DimVars, doc: string[]): KernelFunction {
+  const s = new Scope(p, k, dims);
+  const b = k.body;
+  switch (b.kind) {
+    case "expr":
+      return map.mapExpr(s, b, doc);
+    case "copy":
+      return map.copy(s, doc);
+    case "masked_fill":
+      return map.maskedFill(s, b, doc);
+    case "causal_mask":
+      return map.causalMask(s, doc);
+    case "range":
+      return map.range(s, b, doc);
+    case "sinusoidal":
+      return map.sinusoidal(s, b, doc);
+    case "concat":
+      return map.concat(s, b, doc);
+    case "gather":
+      return map.gather(s, doc, `@${p.name} %${k.node}`);
+    case "softmax":
+      return softmax(s, b, doc);
+    case "layer_norm":
+      return layerNorm(s, b, doc);
+    case "reduce":
+      return reduce(s, b, doc);
+    case "matmul":
+      return matmul(s, b, doc, dims);
+    case "attention":
+      return attention(s, b, doc);
+    case "attention_cached":
+      return attentionCached(s, b, doc);
+    default:
+      return assertNever(b, "kernel body");
+  }
+}
+
+/** The module's header: what it computes, its dims and buffers. */
+function header(
+  p: Program,
+  dims: DimVars,
+  capacity: ReadonlyMap<string, number>,
+  arena: number,
+): string {
+  const dimLines = [...dims].map(([s, v]) => {
+    const bound = p.bounds.find((b) => b.dim === s);
+    const cached = p.kvCache.enabled && p.kvCache.past === s;
+    const what = cached
+      ? "the positions in the KV cache"
+      : bound
+        ? `≤ ${bound.max}: ${bound.why}`
+        : capacity.has(s)
+          ? `≤ ${capacity.get(s)} (compiled capacity)`
+          : "unbounded";
+    return ` *   ${v} = ${comment(`${s} (${what})`)}`;
+  });
+  const planned = [...capacity].map(([s, n]) => `${s} = ${n}`).join(", ");
+  const bufLines = p.buffers.map(
+    (b) =>
+      ` *   b${b.id} ${b.role} ${b.phase} ${comment(`${b.dtype}${formatShape(b.shape)} %${b.node}${b.name !== undefined ? ` ${JSON.stringify(b.name)}` : ""}`)}`,
+  );
+  const kv = p.kvCache.enabled
+    ? `KV cache: ${p.kvCache.entries.length} attention(s), ${p.kvCache.capacity ?? 0} rows each`
+    : `no KV cache: ${comment(p.kvCache.reason)}`;
+  return [
+    `/**`,
+    ` * ${comment(`@${p.name}`)}: TypeScript generated by kiln. Do not edit.`,
+    ` *`,
+    ` * createSession(weights) loads the params and runs the load phase; session.run(inputs) is a`,
+    ` * full forward, session.step(inputs) decodes with the KV cache. ${kv}.`,
+    ` *`,
+    ` * Dims (run-time values):`,
+    ...dimLines,
+    ` * Buffers (id, role, phase, type, IR value):`,
+    ...bufLines,
+    ` * Arena: ${arena} elements, planned at ${comment(planned || "static sizes")}.`,
+    ` */`,
+  ].join("\n");
+}
+
+/** The `model` constant: the module's interface as data. */
+function modelConst(
+  p: Program,
+  dims: DimVars,
+  capacity: ReadonlyMap<string, number>,
+  arena: number,
+): string {
+  const shape = (s: readonly (number | string)[]) =>
+    `[${s.map((d) => (typeof d === "number" ? String(d) : literal(d))).join(", ")}]`;
+  const io = (id: number, withPhase: boolean) => {
+    const b = p.buffers[id];
+    return `{ name: ${literal(b.name ?? b.node)}, dtype: ${literal(b.dtype)}, shape: ${shape(b.shape)}${withPhase ? `, phase: ${literal(b.phase === "step" ? "step" : "source")}` : ""} }`;
+  };
+  const params = p.buffers.filter((b) => b.role === "param");
+  const lines = [
+    `/** The module's interface: inputs (run's order), outputs, params (the weights it asks for), dims. */`,
+    `export const model = {`,
+    `  name: ${literal(p.name)},`,
+    `  inputs: [${p.inputs.map((id) => io(id, true)).join(", ")}],`,
+    `  outputs: [${p.outputs.map((id) => io(id, false)).join(", ")}],`,
+    `  params: [${params.map((b) => `{ name: ${literal(b.name ?? b.node)}, dtype: ${literal(b.dtype)}, shape: ${shape(b.shape)} }`).join(", ")}],`,
+    `  dims: [${[...dims.keys()].map((s) => `{ name: ${literal(s)}, max: ${capacity.get(s) ?? "Infinity"} }`).join(", ")}],`,
+    `  kvCache: ${p.kvCache.enabled ? `{ capacity: ${p.kvCache.capacity ?? 0} }` : "null"},`,
+    `  arenaElements: ${arena},`,
+    `} as const;`,
+  ];
+  return lines.join("\n");
+}
+
+export function emitModule(p: Program, options: EmitOptions = {}): string {
+  const dims = dimVars(p);
+  const fns = p.kernels.map((k, i) => {
+    const name = kernelIdent(k, i);
+    const named = { ...k, name } as Kernel;
+    return kernelFunction(p, named, dims, kernelDoc(p, k, name, options.graph));
+  });
+  const session = sessionBody(
+    { ...p, kernels: p.kernels.map((k, i) => ({ ...k, name: kernelIdent(k, i) }) as Kernel) },
+    fns,
+    dims,
+    options.maxDims,
+  );
+  const helpers = new Set<Helper>(fns.flatMap((f) => [...f.helpers]));
+
+  const project = new Project({
+    useInMemoryFileSystem: true,
+    manipulationSettings: {
+      indentationText: IndentationText.TwoSpaces,
+      quoteKind: QuoteKind.Double,
+    },
+  });
+  // The parts are whole declarations: one parse of their text, then the session as a structure.
+  const parts = [header(p, dims, session.capacity, session.arenaElements), PRELUDE.trim()];
+  if (helpers.size) parts.push(renderHelpers(helpers, "ts").trim());
+  for (const f of fns) {
+    if (f.pack) parts.push(f.pack.source.trim());
+    parts.push(f.source.trim());
+  }
+  parts.push(modelConst(p, dims, session.capacity, session.arenaElements));
+  const file = project.createSourceFile("module.ts", parts.join("\n\n") + "\n");
+  file.addFunction({
+    name: "createSession",
+    isExported: true,
+    docs: [
+      "Checks and takes the params, runs the load phase and packs the matmul weights; the session then runs the source and step phases.",
+    ],
+    parameters: [{ name: "weights", type: "WeightSource" }],
+    returnType: "Session",
+    statements: session.body.join("\n"),
+  });
+  return file.getFullText().trimStart();
+}
+
+/** The module through prettier (the repository's style), for the shipped artifact. */
+export async function formatModule(source: string): Promise<string> {
+  const prettier = await import("prettier");
+  return prettier.format(source, { parser: "typescript", printWidth: 100 });
+}

@@ -1,0 +1,36 @@
+/** Loading generated modules: transpiled once per distinct source into the cache folder (named by
+ *  the source's hash), loaded from there afterwards; a syntax error is reported, not run. */
+import { existsSync, readdirSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { expect, it } from "vitest";
+import { cachedModulePath, loadModule, transpile } from "../../../runtime/cpu/load.ts";
+import { tempDir } from "../../helpers/cli.ts";
+
+const SOURCE = `export const model = { name: "m" };
+export function createSession(): { n: number } {
+  return { n: 1 };
+}
+export class RuntimeError extends Error {}
+`;
+
+it("writes the module once per source, named by its hash, and loads it from there", () => {
+  const dir = tempDir("kiln-load-test-");
+  const path = cachedModulePath(SOURCE, dir);
+  expect(existsSync(path)).toBe(true);
+  expect(path).toMatch(/[0-9a-f]{64}\.cjs$/);
+  const written = statSync(path).mtimeMs;
+  expect(cachedModulePath(SOURCE, dir)).toBe(path);
+  expect(statSync(path).mtimeMs).toBe(written);
+  expect(cachedModulePath(SOURCE + "\n", dir)).not.toBe(path);
+  expect(readdirSync(dir).filter((f) => f.endsWith(".tmp"))).toEqual([]);
+  const m = loadModule(SOURCE, dir);
+  expect(m.model.name).toBe("m");
+  expect(join(dir, readdirSync(dir)[0]).startsWith(dir)).toBe(true);
+});
+
+it("reports a module that does not parse, and one without the expected exports", () => {
+  expect(() => transpile("export function (")).toThrow(/does not parse/);
+  expect(() => loadModule("export const x = 1;\n", tempDir("kiln-load-test-"))).toThrow(
+    /does not export createSession/,
+  );
+});

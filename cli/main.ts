@@ -5,6 +5,7 @@ import type { IO } from "./io.ts";
 
 export type { IO };
 import { bench, benchHelp } from "./commands/bench.ts";
+import { compile, compileHelp } from "./commands/compile.ts";
 import { forward, forwardHelp } from "./commands/forward.ts";
 import { generate, generateHelp } from "./commands/generate.ts";
 import { inspect, inspectHelp } from "./commands/inspect.ts";
@@ -16,7 +17,7 @@ Usage: kiln <command> [options]     (kiln <command> --help for its options)
   inspect <model|checkpoint>   print a model's graph as text IR
   forward <checkpoint>         run one forward pass, print logits
   generate <checkpoint>        continue a token sequence
-  compile <model|checkpoint>   emit standalone kernels (not built yet)
+  compile <model|checkpoint>   emit a standalone artifact (kernels + loader)
   bench                        measure kiln against a peer (tfjs-backend-cpu)
 
 A checkpoint is a folder with config.json + model.safetensors (Hugging Face GPT-2, or the
@@ -29,10 +30,11 @@ const COMMANDS: Readonly<Record<string, Command>> = {
   inspect: { help: inspectHelp, run: inspect },
   forward: { help: forwardHelp, run: forward },
   generate: { help: generateHelp, run: generate },
+  compile: { help: compileHelp, run: compile },
   bench: { help: benchHelp, run: bench },
 };
 
-const NOT_BUILT = new Set(["compile"]);
+const NOT_BUILT = new Set<string>();
 
 const PROCESS_IO: IO = {
   out: (s) => void process.stdout.write(s),

@@ -293,7 +293,7 @@ describe("usage", () => {
       "not-built",
       "--target wgsl",
     );
-    expectTypedError(await kiln("compile", "gpt2"), "not-built");
+    expectTypedError(await kiln("compile", "gpt2", "--target", "wgsl"), "not-built");
   });
 
   it("every command has --help", async () => {

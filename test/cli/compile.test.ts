@@ -8,6 +8,7 @@ import { spawnSync } from "node:child_process";
 import { cpSync, existsSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
+import { ts } from "ts-morph";
 import { beforeAll, describe, expect, it } from "vitest";
 import { emitModule } from "../../compiler/codegen/ts/module.ts";
 import { lower } from "../../compiler/lower/lower.ts";
@@ -318,6 +319,56 @@ describe("model files", () => {
       /tensor "transformer\.[^"]+": unexpected \(not a parameter of gpt2\)/,
     );
   }, 120_000);
+
+  it("hostile names from a model file reach the artifact only as strings", async () => {
+    const names = [
+      'evil"); globalThis.pwned = 1; ("',
+      "evil*/ globalThis.pwned = 2; /*",
+      "evil\u2028x",
+    ];
+    const dir = tempDir();
+    const file = join(dir, "evil-model.ts");
+    writeFileSync(
+      file,
+      `import { add, defineModel, embed } from ${JSON.stringify(join(REPO, "compiler/dsl/index.ts"))};
+export default defineModel({
+  name: ${JSON.stringify('evil*/ name"')},
+  defaults: {},
+  build(m) {
+    m.bound("T", 4, "the test's context");
+    const tokens = m.input("tokens", "i32", ["T"]);
+    const names: string[] = ${JSON.stringify(names)};
+    const [first, ...rest] = names.map((n) => embed(m.param(n, [5, 3]), tokens));
+    return rest.reduce((x, y) => add(x, y), first);
+  },
+});
+`,
+    );
+    const out = join(dir, "out");
+    const r = await kiln("compile", file, "--out", out);
+    if (r.code !== 0) throw new Error(r.stderr);
+    const source = readFileSync(join(out, "model.ts"), "utf8");
+    const identifiers: string[] = [];
+    const visit = (n: ts.Node): void => {
+      if (ts.isIdentifier(n)) identifiers.push(n.text);
+      ts.forEachChild(n, visit);
+    };
+    visit(ts.createSourceFile("model.ts", source, ts.ScriptTarget.ES2022, true));
+    expect(identifiers.filter((i) => /evil|pwned/.test(i))).toEqual([]);
+    const mod = await import(pathToFileURL(join(out, "model.js")).href);
+    const weights = names.map((name, i) => ({
+      name,
+      dtype: "F32" as const,
+      shape: [5, 3],
+      data: Float32Array.from({ length: 15 }, (_, j) => i + j / 16),
+    }));
+    const y = (await mod.load(writeSafetensors(weights))).forward({ tokens: [2, 4] });
+    // Row t is Σ_i table_i[token t]: i + (3·token + c) / 16 summed over the three tables.
+    expect(Array.from(y.logits)).toEqual(
+      [2, 4].flatMap((t) => [0, 1, 2].map((c) => 3 + (3 * (3 * t + c)) / 16)),
+    );
+    expect((globalThis as { pwned?: number }).pwned).toBeUndefined();
+  }, 240_000);
 
   it("a model with a float input: forward takes it by its camel-cased name; generate says why not", async () => {
     const cfg = { layers: 1, width: 16, ffn: 32 };

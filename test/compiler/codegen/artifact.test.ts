@@ -494,6 +494,15 @@ it("model.js imports nothing but node:fs/promises, dynamically", async () => {
   expect(js).not.toMatch(/^\s*(import|export)\s.*\sfrom\s/m);
   expect(js).not.toMatch(/\brequire\s*\(/);
   expect([...js.matchAll(/\bimport\s*\(/g)].length).toBe(1);
+  // Nothing of Node's but that import: the module also loads in a browser.
+  const names = new Set<string>();
+  const visit = (n: ts.Node): void => {
+    if (ts.isIdentifier(n)) names.add(n.text);
+    ts.forEachChild(n, visit);
+  };
+  visit(ts.createSourceFile("model.js", js, ts.ScriptTarget.ES2022, true));
+  for (const node of ["Buffer", "process", "require", "__dirname", "global", "module"])
+    expect(names.has(node)).toBe(false);
   expect(dts).toMatch(
     /export declare function load\(source: ModelSource\): Promise<Model<Inputs>>;/,
   );

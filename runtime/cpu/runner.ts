@@ -31,7 +31,7 @@ function rethrow(m: CompiledModule, e: unknown): never {
 export function tsRunner(ckpt: Checkpoint, options: RunnerOptions = {}): Runner {
   const graph = runPipeline(ckpt.graph, options.passes, options.afterPass).graph;
   const program = lower(graph);
-  const mod = loadModule(emitModule(program, { graph }));
+  const mod = loadModule(emitModule(program, { graph, source: ckpt.graph }));
   const weights = (name: string) => ckpt.weights.get(name)?.data;
   const guard = <T>(f: () => T): T => {
     try {

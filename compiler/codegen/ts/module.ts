@@ -16,7 +16,7 @@
 import { IndentationText, Project, QuoteKind } from "ts-morph";
 import { assertNever } from "../../errors.ts";
 import type { Graph, NodeData } from "../../ir/graph.ts";
-import { operands } from "../../ir/graph.ts";
+import { nodeData, operands, topoOrder } from "../../ir/graph.ts";
 import { formatAttrs } from "../../ir/print.ts";
 import { formatShape, formatType } from "../../ir/shape.ts";
 import { formatView } from "../../lower/print.ts";
@@ -35,6 +35,9 @@ export interface EmitOptions {
   /** The graph the program was lowered from: the kernels' header comments then show each
    *  node's operands by name (otherwise, the buffers the kernel reads). */
   readonly graph?: Graph;
+  /** The graph before the passes: the header comments then show, line by line, the original
+   *  nodes each kernel covers. */
+  readonly source?: Graph;
   /** Maxima for dims the graph does not bound (or tighter ones), to size the arena with. */
   readonly maxDims?: ReadonlyMap<string, number>;
 }
@@ -44,24 +47,42 @@ function kernelIdent(k: Kernel, i: number): string {
   return /^k\d+_[a-z_]+$/.test(k.name) ? k.name : `k${i}`;
 }
 
-/** The kernel's IR line, as the text IR prints it, then what it covers and reads. */
-function kernelDoc(p: Program, k: Kernel, name: string, g: Graph | undefined): string[] {
+/** A node as a line of text IR: `%y = op(%a, %b) {attrs} : type  # origin`. */
+function irLine(g: Graph, key: string): string {
+  const n = nodeData(g, key);
+  const args = operands(g, key).map((o) => `%${o}`);
+  return `%${key} = ${n.op}(${args.join(", ")})${formatAttrs(n)} : ${formatType(n.type)}${n.origin ? `  # ${n.origin}` : ""}`;
+}
+
+const ranks = new WeakMap<Graph, Map<string, number>>();
+
+/** Keys in the graph's topological order. */
+function byOrder(g: Graph, keys: readonly string[]): string[] {
+  let rank = ranks.get(g);
+  if (!rank) ranks.set(g, (rank = new Map(topoOrder(g).map((k, i) => [k, i]))));
+  return [...keys].sort((a, b) => rank.get(a)! - rank.get(b)!);
+}
+
+/** The kernel's IR line (from the graph it was lowered from, when given; else rebuilt from the
+ *  kernel, its operands named by the buffers it reads), the lines of the original nodes it
+ *  covers (when the graph before the passes is given; else their names), and what it reads and
+ *  writes. */
+function kernelDoc(p: Program, k: Kernel, name: string, o: EmitOptions): string[] {
   const out = p.buffers[k.output];
-  const node = {
-    op: k.op,
-    attrs: k.attrs,
-    type: { dtype: out.dtype, shape: out.shape },
-  } as NodeData;
-  const args =
-    g && g.nodes.hasNode(k.node)
-      ? operands(g, k.node).map((o) => `%${o}`)
-      : k.inputs.map((v) => `%${p.buffers[v.buffer].node}`);
-  const origin =
-    g && g.nodes.hasNode(k.node) ? g.nodes.getNodeAttributes(k.node).origin : undefined;
-  const ir = `%${k.node} = ${k.op}(${args.join(", ")})${formatAttrs(node)} : ${formatType(node.type)}${origin ? `  # ${origin}` : ""}`;
+  let ir: string;
+  if (o.graph?.nodes.hasNode(k.node)) ir = irLine(o.graph, k.node);
+  else {
+    const n = { op: k.op, attrs: k.attrs, type: { dtype: out.dtype, shape: out.shape } };
+    const args = k.inputs.map((v) => `%${p.buffers[v.buffer].node}`);
+    ir = `%${k.node} = ${k.op}(${args.join(", ")})${formatAttrs(n as NodeData)} : ${formatType(n.type)}`;
+  }
   const lines = [`${name} (${k.family}, ${k.phase}): ${comment(ir)}`];
-  const others = k.covers.filter((c) => c !== k.node);
-  if (others.length) lines.push(`covers ${comment(others.map((c) => `%${c}`).join(" "))}`);
+  const src = o.source;
+  const covered = k.covers.filter((c) => c !== k.node || (src && src !== o.graph));
+  if (src && covered.every((c) => src.nodes.hasNode(c)) && covered.length > 1)
+    lines.push("covers:", ...byOrder(src, covered).map((c) => `  ${comment(irLine(src, c))}`));
+  else if (covered.some((c) => c !== k.node))
+    lines.push(`covers ${comment(covered.map((c) => `%${c}`).join(" "))}`);
   const reads = k.inputs.map(
     (v) => `${formatView(v, p.buffers[v.buffer])} (%${p.buffers[v.buffer].node})`,
   );
@@ -186,7 +207,7 @@ export function emitModule(p: Program, options: EmitOptions = {}): string {
   const fns = p.kernels.map((k, i) => {
     const name = kernelIdent(k, i);
     const named = { ...k, name } as Kernel;
-    return kernelFunction(p, named, dims, kernelDoc(p, k, name, options.graph));
+    return kernelFunction(p, named, dims, kernelDoc(p, k, name, options));
   });
   const session = sessionBody(
     { ...p, kernels: p.kernels.map((k, i) => ({ ...k, name: kernelIdent(k, i) }) as Kernel) },

@@ -4,6 +4,7 @@
  *  must not leak); the cached attention kernel against a full forward. Inputs and weights are
  *  float32 values, so the generated code (float32 storage, float64 arithmetic) differs from the
  *  float64 interpreter only by the float32 rounding of intermediate results. */
+import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { ndarray, type NDArray } from "../../../../compiler/ir/ndarray.ts";
 import { parseGraph } from "../../../../compiler/ir/parse.ts";
@@ -212,6 +213,73 @@ describe("gather", () => {
 }`;
     expect(() => check(text, { ids: nd([2], [1, 7]) }, { w: randn([7, 3], 1) })).toThrow(
       /@t %g: gather: index 7 is outside the table's 7 rows/,
+    );
+  });
+});
+
+describe("masking, as a property", () => {
+  /** Random sizes, heads, scale, causal or not, a random key mask; masked keys (and their values,
+   *  and masked scores) hold NaN or 1e10. Nothing hidden may reach an output: all are finite. */
+  const shapes = fc.record({
+    heads: fc.integer({ min: 1, max: 3 }),
+    d: fc.integer({ min: 1, max: 5 }),
+    tq: fc.integer({ min: 1, max: 7 }),
+    tk: fc.integer({ min: 1, max: 7 }),
+    causal: fc.boolean(),
+    scale: fc.double({ min: 0.05, max: 3, noNaN: true }),
+    seed: fc.nat(1000),
+    mask: fc.array(fc.boolean(), { minLength: 7, maxLength: 7 }),
+  });
+  const poison = (i: number) => (i % 2 ? NaN : 1e10);
+
+  it("attention: hidden keys never leak, fully hidden queries give zeros", () => {
+    fc.assert(
+      fc.property(shapes, ({ heads, d, tq, tk, causal, scale, seed, mask }) => {
+        const c = heads * d;
+        const text = `graph @t(%q: f32[T,${c}], %k: f32[S,${c}], %v: f32[S,${c}], %m: f32[S]) -> (f32[T,${c}]) {
+  %x = attention(%q, %k, %v, %m) {heads=${heads}, scale=${scale}, causal=${causal}} : f32[T,${c}]
+  return %x
+}`;
+        const m = mask.slice(0, tk).map((b) => (b ? 1 : 0));
+        const hide = (a: NDArray) =>
+          ndarray(
+            a.shape,
+            a.data.map((x, i) => (m[Math.floor(i / c)] ? poison(i) : x)),
+          );
+        const [o] = check(text, {
+          q: randn([tq, c], seed, 2),
+          k: hide(randn([tk, c], seed + 1, 2)),
+          v: hide(randn([tk, c], seed + 2)),
+          m: nd([tk], m),
+        });
+        expect(o.data.every(Number.isFinite)).toBe(true);
+      }),
+      { numRuns: 60, seed: 5 },
+    );
+  });
+
+  it("scale_softmax: hidden scores never leak, fully hidden rows give zeros", () => {
+    fc.assert(
+      fc.property(shapes, ({ heads, tq, tk, causal, scale, seed, mask }) => {
+        const text = `graph @t(%x: f32[${heads},T,S], %m: f32[S]) -> (f32[${heads},T,S]) {
+  %p = scale_softmax(%x, %m) {scale=${scale}, causal=${causal}} : f32[${heads},T,S]
+  return %p
+}`;
+        const m = mask.slice(0, tk).map((b) => (b ? 1 : 0));
+        const x = randn([heads, tq, tk], seed, 4);
+        const hidden = ndarray(
+          x.shape,
+          x.data.map((v, i) => (m[i % tk] ? poison(i) : v)),
+        );
+        const [p] = check(text, { x: hidden, m: nd([tk], m) });
+        expect(p.data.every(Number.isFinite)).toBe(true);
+        for (let r = 0; r < heads * tq; r++) {
+          const row = p.data.subarray(r * tk, (r + 1) * tk);
+          const sum = row.reduce((a, b) => a + b, 0);
+          expect(sum === 0 || Math.abs(sum - 1) < 1e-5).toBe(true);
+        }
+      }),
+      { numRuns: 60, seed: 6 },
     );
   });
 });

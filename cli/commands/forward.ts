@@ -13,7 +13,8 @@ vocabulary entry.
 
   --tokens 1,2,3       token ids (the decoder's target prefix for an encoder–decoder)
   --src-tokens 4,5,6   source token ids (encoder–decoder models)
-  --target ref         ref: the float64 reference interpreter (ts and wgsl: not built yet)
+  --target ref|ts      ref: the float64 reference interpreter; ts: generated TypeScript kernels
+                       (float32; wgsl: not built yet)
   --json               print {"logits": [[...], ...]}; otherwise a summary per position
 ${PASS_HELP}  (IR printed after passes goes to stderr)
 `;

@@ -34,7 +34,7 @@ describe("kiln bench --quick --json on a tiny model", () => {
       seed: 0,
     });
     expect(isCount(report.model.params)).toBe(true);
-    expect(report.backends.kiln?.name).toBe("ref");
+    expect(report.backends.kiln?.name).toBe("ts");
     expect(report.backends.peer?.name).toBe("tfjs");
     expect(report.settings.measure.maxReps).toBe(1);
 
@@ -53,8 +53,8 @@ describe("kiln bench --quick --json on a tiny model", () => {
       if (fig.kiln !== null && fig.peer !== null) expect(isCount(fig.ratio)).toBe(true);
       else expect(fig.ratio).toBeNull();
     }
-    // The reference path has no rewindable KV cache; the peer runs everything.
-    expect(report.figures.decode_kv_ms_per_token.skipped.kiln).toMatch(/KV cache/);
+    // kiln's generated kernels and the peer both run every figure.
+    for (const f of FIGURES) expect(report.figures[f.id].kiln).not.toBeNull();
     for (const f of FIGURES) expect(report.figures[f.id].peer).not.toBeNull();
 
     expect(isCount(report.rss_mb.kiln)).toBe(true);
@@ -66,7 +66,25 @@ describe("kiln bench --quick --json on a tiny model", () => {
 
     const table = formatReport(report);
     for (const f of FIGURES) expect(table).toContain(f.label);
-    expect(table).toMatch(/\[1\] ref: .*KV cache/);
+  }, 180_000);
+
+  it("--backends ref: the reference path skips the KV-cache figure, with the reason", async () => {
+    const r = await kiln(
+      "bench",
+      "--quick",
+      "--json",
+      "--backends",
+      "ref",
+      "--layers",
+      "1",
+      ...TINY,
+    );
+    expect(r.code).toBe(0);
+    const report = JSON.parse(r.stdout) as BenchReport;
+    expect(report.backends.kiln?.name).toBe("ref");
+    expect(report.backends.peer).toBeFalsy();
+    expect(report.figures.decode_kv_ms_per_token.skipped.kiln).toMatch(/KV cache/);
+    expect(formatReport(report)).toMatch(/\[1\] ref: .*KV cache/);
   }, 180_000);
 });
 
@@ -79,8 +97,9 @@ describe("kiln bench usage errors", () => {
   });
 
   it.each([
-    [["--backends", "nope"], "--backends", /unknown backend "nope" \(ref, tfjs\)/],
+    [["--backends", "nope"], "--backends", /unknown backend "nope" \(ref, ts, tfjs\)/],
     [["--backends", "ref,ref"], "--backends", /both kiln backends/],
+    [["--backends", "ref,ts"], "--backends", /both kiln backends/],
     [["--backends", ""], "--backends", /unknown backend ""/],
     [["--layers", "0"], "--layers", /positive integer/],
     [["--layers", "two"], "--layers", /expected an integer/],

@@ -1,0 +1,107 @@
+/** kiln's generated TypeScript kernels as a bench Backend: the checkpoint through
+ *  runtime/runner.ts's `ts` target (the default passes, lowered, emitted by compiler/codegen/ts,
+ *  run on float32 weights), with its KV cache.
+ *
+ *  The runner's Decoding cannot rewind: a session's cache only grows. So `cache.rewind(n)` starts
+ *  a fresh session and prefills it with the first n tokens of the last prompt; the harness calls
+ *  rewind untimed before every timed step, so each decode sample is one `step` of one token on a
+ *  freshly prefilled cache of exactly n positions (the same work a real rewind would leave).
+ *
+ *  The matmul figures time the generated matmul kernel itself (compiler/codegen/ts/matmul.ts,
+ *  the default schedule, no epilogue, b packed once untimed), compiled the way
+ *  bench/matmul-kernel.ts does: transpiled with TypeScript and instantiated with `new Function` —
+ *  in the benchmark only; the runtime loads its modules through runtime/cpu/load.ts. */
+import ts from "typescript";
+import { renderHelpers } from "../compiler/codegen/helpers.ts";
+import { renderMatmul, renderPackB, type MatmulSpec } from "../compiler/codegen/ts/matmul.ts";
+import { ACC } from "../compiler/ir/expr.ts";
+import { loadCheckpoint } from "../runtime/checkpoint.ts";
+import { makeRunner, type Decoding, type Logits } from "../runtime/runner.ts";
+import type { Backend, BackendContext, DecodeCache, MatmulRun } from "./harness.ts";
+
+const lastRow = (l: Logits) => l.data.subarray((l.rows - 1) * l.cols, l.rows * l.cols);
+
+type Kernel = (...args: unknown[]) => void;
+type Pack = (b: Float32Array, off: number) => Float32Array;
+
+function random(n: number, seed: number): Float32Array {
+  const a = new Float32Array(n);
+  let s = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    a[i] = s / 2 ** 31 - 1;
+  }
+  return a;
+}
+
+/** (m×k)·(k×n) by the generated kernel: a fresh instance per shape, b packed before timing. */
+export function tsMatmul(m: number, k: number, n: number): MatmulRun {
+  const spec: MatmulSpec = {
+    name: "bench_matmul",
+    irLine: `%y = matmul_epilogue(%x, %w) : f32[${m},${n}]`,
+    K: k,
+    N: n,
+    transposeB: false,
+    expr: ACC,
+    a: { name: "x", colStride: 1 },
+    b: { name: "w" },
+    extras: [],
+    out: { name: "y" },
+  };
+  const kernel = renderMatmul(spec);
+  const pack = renderPackB(spec, kernel.name);
+  const source = [renderHelpers(kernel.helpers, "ts"), pack.source, kernel.source].join("\n");
+  const js = ts.transpileModule(source, {
+    compilerOptions: { target: ts.ScriptTarget.ES2022, module: ts.ModuleKind.ESNext },
+  }).outputText;
+  const body = `${js.replace(/^export /gm, "")}\nreturn [${kernel.name}, ${pack.name}];`;
+  const [run, packB] = new Function(body)() as [Kernel, Pack];
+  const a = random(m * k, 1);
+  const w = packB(random(k * n, 2), 0);
+  const out = new Float32Array(m * n);
+  return { run: () => run(a, 0, k, w, out, 0, m) };
+}
+
+export function create(ctx: BackendContext): Backend {
+  const runner = makeRunner(loadCheckpoint(ctx.checkpointDir), "ts");
+  const prefillRunner = runner.prefill;
+  if (!prefillRunner) throw new Error("the ts runner has no KV cache for this model");
+  let prompt: readonly number[] = [];
+  let decoding: Decoding | undefined;
+  let length = 0;
+  const prefill = (tokens: readonly number[]): Float64Array => {
+    decoding = prefillRunner(tokens);
+    prompt = tokens;
+    length = tokens.length;
+    return lastRow(decoding.logits);
+  };
+  const cache: DecodeCache = {
+    step(token) {
+      if (!decoding) throw new Error("ts: step before any prefill");
+      const l = decoding.step([token]);
+      length++;
+      return lastRow(l);
+    },
+    rewind(n) {
+      if (n > prompt.length)
+        throw new Error(`ts: cannot rewind to ${n} past a ${prompt.length}-token prompt`);
+      prefill(prompt.slice(0, n));
+    },
+    get length() {
+      return length;
+    },
+  };
+  return {
+    name: "ts",
+    side: "kiln",
+    description:
+      "kiln's generated TypeScript kernels (runtime/runner.ts target ts, float32, default passes)",
+    notes: [
+      "ts: the cache cannot rewind; each decode sample is one step on a fresh, untimed prefill of 255 tokens",
+    ],
+    prefill,
+    forwardNoCache: (tokens) => lastRow(runner.forward(tokens)),
+    cache,
+    matmul: tsMatmul,
+  };
+}

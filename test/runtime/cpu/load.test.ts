@@ -1,10 +1,18 @@
 /** Loading generated modules: transpiled once per distinct source into the cache folder (named by
  *  the source's hash), loaded from there afterwards; a syntax error is reported, not run. */
-import { existsSync, readdirSync, statSync } from "node:fs";
+import { existsSync, readdirSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { expect, it } from "vitest";
+import { afterAll, expect, it } from "vitest";
 import { cachedModulePath, loadModule, transpile } from "../../../runtime/cpu/load.ts";
 import { tempDir } from "../../helpers/cli.ts";
+
+const dirs: string[] = [];
+const fresh = () => {
+  const d = tempDir("kiln-load-test-");
+  dirs.push(d);
+  return d;
+};
+afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
 
 const SOURCE = `export const model = { name: "m" };
 export function createSession(): { n: number } {
@@ -14,7 +22,7 @@ export class RuntimeError extends Error {}
 `;
 
 it("writes the module once per source, named by its hash, and loads it from there", () => {
-  const dir = tempDir("kiln-load-test-");
+  const dir = fresh();
   const path = cachedModulePath(SOURCE, dir);
   expect(existsSync(path)).toBe(true);
   expect(path).toMatch(/[0-9a-f]{64}\.cjs$/);
@@ -30,7 +38,7 @@ it("writes the module once per source, named by its hash, and loads it from ther
 
 it("reports a module that does not parse, and one without the expected exports", () => {
   expect(() => transpile("export function (")).toThrow(/does not parse/);
-  expect(() => loadModule("export const x = 1;\n", tempDir("kiln-load-test-"))).toThrow(
+  expect(() => loadModule("export const x = 1;\n", fresh())).toThrow(
     /does not export createSession/,
   );
 });

@@ -1,9 +1,10 @@
 /** Compiling a graph or a Program with the TypeScript backend and running it next to the Program
  *  interpreter, for the codegen tests. Modules are loaded the way the runtime loads them
  *  (runtime/cpu/load.ts), from a cache folder of the test run's own. */
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { afterAll } from "vitest";
 import { emitModule, type EmitOptions } from "../../../../compiler/codegen/ts/module.ts";
 import type { Graph } from "../../../../compiler/ir/graph.ts";
 import { ndarray, type NDArray } from "../../../../compiler/ir/ndarray.ts";
@@ -14,6 +15,7 @@ import { loadModule } from "../../../../runtime/cpu/load.ts";
 import type { CompiledModule, Output, Session, Tensor } from "../../../../runtime/cpu/module.ts";
 
 const CACHE = mkdtempSync(join(tmpdir(), "kiln-codegen-test-"));
+afterAll(() => rmSync(CACHE, { recursive: true, force: true }));
 
 export function compile(p: Program, options: EmitOptions = {}): CompiledModule {
   return loadModule(emitModule(p, options), CACHE);

@@ -49,5 +49,9 @@ export interface ModuleError extends Error {
 export interface CompiledModule {
   readonly model: ModuleInfo;
   readonly RuntimeError: abstract new (...args: never[]) => ModuleError;
-  createSession(weights: WeightSource): Session;
+  /** The params checked and taken, the load phase run, the matmul weights packed: shareable by
+   *  any number of sessions (opaque here). */
+  load(weights: WeightSource): object;
+  /** A session over load's result, or over weights it loads itself. */
+  createSession(weights: WeightSource | object): Session;
 }

@@ -51,7 +51,9 @@ export function tsRunner(ckpt: Checkpoint, options: RunnerOptions = {}): Runner 
     const [rows, cols] = out.shape;
     return { rows, cols, data: Float64Array.from(out.data) };
   };
-  const newSession = (): Session => guard(() => mod.createSession(weights));
+  // Sessions (the shared one, one per prefill) share the params and packed weights.
+  let loaded: object | undefined;
+  const newSession = (): Session => guard(() => mod.createSession((loaded ??= mod.load(weights))));
   let shared: Session | undefined;
   return {
     model: ckpt.model,

@@ -5,6 +5,9 @@
  *  on), then the step phase with no cached positions; `step` takes only the step inputs, runs the
  *  step phase with P = the cached length and extends the KV cache.
  *
+ *  `load(weights)` does the load part alone; `createSession` takes its result (or the weights, and
+ *  loads them itself), so sessions can share the params and packed weights.
+ *
  *  Storage rule: every buffer is a Float32Array (i32 values in an Int32Array).
  *  - Temps of the source and step phases live in one arena (an ArrayBuffer seen as Float32Array
  *    and Int32Array), at the offsets of the memory plan made for the program's capacity: every
@@ -35,6 +38,9 @@ import { indent, literal, renderSym, type DimVars } from "./source.ts";
 const ALIGN = 16;
 
 export interface SessionParts {
+  /** The statements of `load(weights)`'s body: it returns the params, the load phase's results and
+   *  the packed weights, which any number of sessions can share. */
+  readonly load: string[];
   /** The statements of `createSession`'s body. */
   readonly body: string[];
   /** Elements in the arena. */
@@ -113,20 +119,37 @@ export function sessionBody(
   const fnOf = new Map(fns.map((f, i) => [p.kernels[i].name, f]));
   const describe = (b: Buffer) => `// b${b.id}: ${b.role} ${b.dtype}${formatShape(b.shape)}`;
 
-  const lines: string[] = [];
-  // Params, then the load phase, then packed weights.
+  // load(weights): params, then the load phase, then packed weights.
+  const load: string[] = [];
+  const loaded: string[] = [];
   for (const b of p.buffers)
-    if (b.role === "param")
-      lines.push(
+    if (b.role === "param") {
+      load.push(
         `const b${b.id} = ${b.dtype === "i32" ? "weightI32" : "weight"}(weights, ${literal(b.name ?? b.node)}, [${b.shape.join(", ")}]);`,
       );
+      loaded.push(`b${b.id}`);
+    }
   for (const b of p.buffers)
-    if (b.phase === "load" && b.role !== "param")
-      lines.push(`const b${b.id} = new ${arrayType(b.dtype)}(${size(b)}); // ${b.role}`);
-  for (const k of kernelsOf(p, "load")) lines.push(call(fnOf.get(k.name)!));
+    if (b.phase === "load" && b.role !== "param") {
+      load.push(`const b${b.id} = new ${arrayType(b.dtype)}(${size(b)}); // ${b.role}`);
+      loaded.push(`b${b.id}`);
+    }
+  for (const k of kernelsOf(p, "load")) load.push(call(fnOf.get(k.name)!));
   for (const f of fns)
-    if (f.pack) lines.push(`const ${packedName(f.name)} = ${call(f.pack).slice(0, -1)};`);
-  // Storage outside the arena.
+    if (f.pack) {
+      load.push(`const ${packedName(f.name)} = ${call(f.pack).slice(0, -1)};`);
+      loaded.push(packedName(f.name));
+    }
+  load.push(`return { ${loaded.join(", ")} };`);
+
+  // createSession: what load made, then storage outside the arena, the arena, the phases.
+  const lines: string[] = [
+    ...(loaded.length
+      ? [
+          `const { ${loaded.join(", ")} } = typeof weights === "function" ? load(weights) : weights;`,
+        ]
+      : []),
+  ];
   lines.push(
     `const arena = new ArrayBuffer(${plan.arenaElements} * 4);`,
     `const arenaF = new Float32Array(arena);`,
@@ -171,7 +194,7 @@ export function sessionBody(
     `}`,
   );
   lines.push(...entryPoints(p, dims, capacity));
-  return { body: lines, arenaElements: plan.arenaElements, capacity };
+  return { load, body: lines, arenaElements: plan.arenaElements, capacity };
 }
 
 export const packedName = (kernel: string): string => `w${/^k(\d+)/.exec(kernel)?.[1] ?? kernel}`;

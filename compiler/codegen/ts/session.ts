@@ -1,12 +1,11 @@
-/** The dispatch: `createSession(weights)` in the generated module, with the behaviour of the
- *  Program interpreter's session (compiler/lower/execute.ts): the load phase runs once when the
- *  session is made (params checked and taken, matmul weights packed); `run` binds the dims from
- *  the inputs, runs the source phase (skipped when the source inputs equal the last ones it ran
- *  on), then the step phase with no cached positions; `step` takes only the step inputs, runs the
- *  step phase with P = the cached length and extends the KV cache.
- *
- *  `load(weights)` does the load part alone; `createSession` takes its result (or the weights, and
- *  loads them itself), so sessions can share the params and packed weights.
+/** The dispatch in the generated module, with the behaviour of the Program interpreter's session
+ *  (compiler/lower/execute.ts). `load(weights)` runs the load phase once: params checked and
+ *  taken, load kernels run, matmul weights packed; any number of sessions share its result.
+ *  `createSession(loaded | weights)` makes a session with its own arena, KV cache and source
+ *  state: `run` binds the dims from the inputs, runs the source phase (skipped when the source
+ *  inputs equal the last ones it ran on), then the step phase with no cached positions; `step`
+ *  takes only the step inputs, runs the step phase with P = the cached length and extends the
+ *  KV cache.
  *
  *  Storage rule: every buffer is a Float32Array (i32 values in an Int32Array).
  *  - Temps of the source and step phases live in one arena (an ArrayBuffer seen as Float32Array

@@ -110,6 +110,22 @@ describe.each(MODELS)("%s with the KV cache", (_name, g) => {
     },
   );
 
+  it("shares loaded weights between sessions that decode independently", () => {
+    const f = feeds(g, 6, 5, 3);
+    const loaded = m.load(weightSource(f.param));
+    const full = m.createSession(loaded).run(tensors(m, f.inputs))[0];
+    const [a, b] = [m.createSession(loaded), m.createSession(loaded)];
+    const src = new Map([...f.inputs].filter(([k]) => k !== "tokens"));
+    a.run(tensors(m, new Map([...src, ...rows(f.inputs, program, 0, 4)])));
+    b.run(tensors(m, new Map([...src, ...rows(f.inputs, program, 0, 2)])));
+    const last = (o: { data: ArrayLike<number> }) => Array.from(o.data);
+    const row = (i: number) =>
+      Array.from(full.data.subarray((i * full.data.length) / 6, ((i + 1) * full.data.length) / 6));
+    expect(last(b.step(tensors(m, rows(f.inputs, program, 2, 3), ["step"]))[0])).toEqual(row(2));
+    expect(last(a.step(tensors(m, rows(f.inputs, program, 4, 5), ["step"]))[0])).toEqual(row(4));
+    expect(last(b.step(tensors(m, rows(f.inputs, program, 3, 4), ["step"]))[0])).toEqual(row(3));
+  });
+
   it("refuses a step past the cache's capacity, naming the input", () => {
     const cap = program.kvCache.enabled ? program.kvCache.capacity! : 0;
     const f = feeds(g, 2, 3);

@@ -97,6 +97,7 @@ export function create(ctx: BackendContext): Backend {
     description:
       "kiln's generated TypeScript kernels (runtime/runner.ts target ts, float32, default passes)",
     notes: [
+      "ts: prefill and the no-cache forward compute logits for every position (tfjs: the last one only)",
       "ts: the cache cannot rewind; each decode sample is one step on a fresh, untimed prefill of 255 tokens",
     ],
     prefill,

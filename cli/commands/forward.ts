@@ -13,14 +13,14 @@ vocabulary entry.
 
   --tokens 1,2,3       token ids (the decoder's target prefix for an encoder–decoder)
   --src-tokens 4,5,6   source token ids (encoder–decoder models)
-  --target ref|ts      ref: the float64 reference interpreter; ts: generated TypeScript kernels
+  --target ts|ref      ts (default): generated TypeScript kernels; ref: the float64 reference interpreter
                        (float32; wgsl: not built yet)
   --json               print {"logits": [[...], ...]}; otherwise a summary per position
 ${PASS_HELP}  (IR printed after passes goes to stderr)
 `;
 
 export function targetFlag(s: string | undefined): Target {
-  const t = s ?? "ref";
+  const t = s ?? "ts";
   if (!(TARGETS as readonly string[]).includes(t))
     fail("usage", "--target", `unknown target ${JSON.stringify(t)} (${TARGETS.join(", ")})`);
   return t as Target;

@@ -52,21 +52,44 @@ describe.each(fixtures)("%s", (name) => {
   const dir = join(FIXTURES, name);
   const expected = JSON.parse(readFileSync(join(dir, "expected.json"), "utf8")) as Expected;
 
+  /** `kiln forward … --json` for one case, with extra flags; stderr must stay empty. */
+  async function logitsOf(c: Expected["forward"][number], ...flags: string[]): Promise<number[][]> {
+    const r = await kiln(
+      "forward",
+      dir,
+      "--tokens",
+      c.tokens.join(","),
+      ...src(c.src_tokens),
+      ...flags,
+      "--json",
+    );
+    expect(r.stderr).toBe("");
+    return (JSON.parse(r.stdout) as { logits: number[][] }).logits;
+  }
+
+  /** `kiln generate … --temperature 0 --json` for one case, with extra flags. */
+  async function greedyOf(c: Expected["generate"][number], ...flags: string[]): Promise<number[]> {
+    const r = await kiln(
+      "generate",
+      dir,
+      "--tokens",
+      c.tokens.join(","),
+      ...src(c.src_tokens),
+      "--max-new-tokens",
+      String(c.max_new_tokens),
+      "--temperature",
+      "0",
+      ...flags,
+      "--json",
+    );
+    expect(r.stderr).toBe("");
+    return (JSON.parse(r.stdout) as { tokens: number[] }).tokens;
+  }
+
   it.each(expected.forward.map((c, i) => [i, c] as const))(
     "forward case %i reproduces PyTorch's logits",
     async (_i, c) => {
-      const r = await kiln(
-        "forward",
-        dir,
-        "--tokens",
-        c.tokens.join(","),
-        ...src(c.src_tokens),
-        "--target",
-        "ref",
-        "--json",
-      );
-      expect(r.stderr).toBe("");
-      const { logits } = JSON.parse(r.stdout) as { logits: number[][] };
+      const logits = await logitsOf(c, "--target", "ref");
       expect(logits.length).toBe(c.logits.length);
       expect(logits[0].length).toBe(c.logits[0].length);
       expect(relError(logits, c.logits)).toBeLessThanOrEqual(1e-4);
@@ -77,84 +100,29 @@ describe.each(fixtures)("%s", (name) => {
         expected.model_type === "gpt2" ? 1e-9 : 1e-5,
       );
       expect(logits.map(argmax)).toEqual(c.logits.map(argmax));
-      // The unoptimized graph, through the same lowering and Program interpreter, agrees too.
-      const raw = await kiln(
-        "forward",
-        dir,
-        "--tokens",
-        c.tokens.join(","),
-        ...src(c.src_tokens),
-        "--no-opt",
-        "--json",
-      );
-      expect(
-        relError((JSON.parse(raw.stdout) as { logits: number[][] }).logits, c.logits),
-      ).toBeLessThanOrEqual(1e-4);
-      // The generated TypeScript (float32 storage) agrees within the 1e-4 bar, same argmax.
-      const ts = await kiln(
-        "forward",
-        dir,
-        "--tokens",
-        c.tokens.join(","),
-        ...src(c.src_tokens),
-        "--target",
-        "ts",
-        "--json",
-      );
-      expect(ts.stderr).toBe("");
-      const tsLogits = (JSON.parse(ts.stdout) as { logits: number[][] }).logits;
-      expect(relError(tsLogits, c.logits)).toBeLessThanOrEqual(1e-4);
-      expect(tsLogits.map(argmax)).toEqual(c.logits.map(argmax));
+      // The unoptimized graph, through the same lowering and Program interpreter, agrees too;
+      // so do the generated TypeScript kernels (float32 storage), optimized and not.
+      for (const flags of [
+        ["--target", "ref", "--no-opt"],
+        ["--target", "ts"],
+        ["--target", "ts", "--no-opt"],
+      ]) {
+        const other = await logitsOf(c, ...flags);
+        expect(relError(other, c.logits)).toBeLessThanOrEqual(1e-4);
+        expect(other.map(argmax)).toEqual(c.logits.map(argmax));
+      }
     },
   );
 
   it.each(expected.generate.map((c, i) => [i, c] as const))(
     "greedy case %i reproduces PyTorch's tokens",
     async (_i, c) => {
-      const r = await kiln(
-        "generate",
-        dir,
-        "--tokens",
-        c.tokens.join(","),
-        ...src(c.src_tokens),
-        "--max-new-tokens",
-        String(c.max_new_tokens),
-        "--temperature",
-        "0",
-        "--target",
-        "ref",
-        "--json",
-      );
-      expect(r.stderr).toBe("");
-      expect((JSON.parse(r.stdout) as { tokens: number[] }).tokens).toEqual(c.new_tokens);
-      const raw = await kiln(
-        "generate",
-        dir,
-        "--tokens",
-        c.tokens.join(","),
-        ...src(c.src_tokens),
-        "--max-new-tokens",
-        String(c.max_new_tokens),
-        "--no-opt",
-        "--json",
-      );
-      expect((JSON.parse(raw.stdout) as { tokens: number[] }).tokens).toEqual(c.new_tokens);
-      const ts = await kiln(
-        "generate",
-        dir,
-        "--tokens",
-        c.tokens.join(","),
-        ...src(c.src_tokens),
-        "--max-new-tokens",
-        String(c.max_new_tokens),
-        "--temperature",
-        "0",
-        "--target",
-        "ts",
-        "--json",
-      );
-      expect(ts.stderr).toBe("");
-      expect((JSON.parse(ts.stdout) as { tokens: number[] }).tokens).toEqual(c.new_tokens);
+      for (const flags of [
+        ["--target", "ref"],
+        ["--target", "ref", "--no-opt"],
+        ["--target", "ts"],
+      ])
+        expect(await greedyOf(c, ...flags)).toEqual(c.new_tokens);
     },
   );
 });

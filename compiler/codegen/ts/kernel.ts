@@ -107,3 +107,20 @@ export function functionSource(
     "",
   ].join("\n");
 }
+
+/** A kernel function from its doc, parameters and body; the scope's dim parameters come last. */
+export function finish(
+  s: Scope,
+  doc: readonly string[],
+  params: readonly Param[],
+  body: readonly string[],
+  helpers: KernelFunction["helpers"] = new Set(),
+): KernelFunction {
+  const all = [...params, ...s.dimParams()];
+  return {
+    name: s.kernel.name,
+    params: all,
+    helpers,
+    source: functionSource(s.kernel.name, doc, all, body),
+  };
+}

@@ -7,7 +7,7 @@ import type { Expr } from "../../ir/expr.ts";
 import type { KernelBody, View } from "../../lower/program.ts";
 import { symAdd, symMul, symOfDim, type SymInt } from "../../lower/sym.ts";
 import { renderExpr, renderNumber } from "../expr-source.ts";
-import { functionSource, type KernelFunction, type Param, type Scope } from "./kernel.ts";
+import { finish, type KernelFunction, type Param, type Scope } from "./kernel.ts";
 import { atom, coalesce, index, literal, loops, rowMajor } from "./source.ts";
 
 type Body<K extends KernelBody["kind"]> = Extract<KernelBody, { kind: K }>;
@@ -32,22 +32,6 @@ function elementwise(
   const sizes = nest.sizes.map((x) => s.sym(x));
   const strides = nest.strides.map((vs) => vs.map((x) => s.sym(x)));
   return loops(sizes, (idx) => body(views.map((v, k) => index(v.at, idx, strides[k]))));
-}
-
-function finish(
-  s: Scope,
-  doc: readonly string[],
-  params: readonly Param[],
-  body: readonly string[],
-  helpers: KernelFunction["helpers"] = new Set(),
-): KernelFunction {
-  const all = [...params, ...s.dimParams()];
-  return {
-    name: s.kernel.name,
-    params: all,
-    helpers,
-    source: functionSource(s.kernel.name, doc, all, body),
-  };
 }
 
 /** out[i] = expr(x0[i], x1[i], …) */

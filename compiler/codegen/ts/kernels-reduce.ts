@@ -7,7 +7,7 @@
 import type { KernelBody, View } from "../../lower/program.ts";
 import type { SymInt } from "../../lower/sym.ts";
 import { renderExpr, renderNumber } from "../expr-source.ts";
-import { functionSource, type KernelFunction, type Param, type Scope } from "./kernel.ts";
+import { finish, type KernelFunction, type Param, type Scope } from "./kernel.ts";
 import { coalesce, index, loops, plus, rowMajor } from "./source.ts";
 
 type Body<K extends KernelBody["kind"]> = Extract<KernelBody, { kind: K }>;
@@ -18,22 +18,6 @@ function outputView(s: Scope): View {
 }
 
 const without = <T>(xs: readonly T[], axis: number): T[] => xs.filter((_, i) => i !== axis);
-
-function finish(
-  s: Scope,
-  doc: readonly string[],
-  params: readonly Param[],
-  body: readonly string[],
-  helpers: KernelFunction["helpers"] = new Set(),
-): KernelFunction {
-  const all = [...params, ...s.dimParams()];
-  return {
-    name: s.kernel.name,
-    params: all,
-    helpers,
-    source: functionSource(s.kernel.name, doc, all, body),
-  };
-}
 
 /** Loops over every axis but `axis`; `body(at)` gets each view's offset of the row's start. */
 function rows(

@@ -36,16 +36,16 @@ function refMatmul(m: number, k: number, n: number): MatmulRun {
   return { run: () => void interpret(g, feeds) };
 }
 
-export function create(ctx: BackendContext): Backend {
-  const runner = makeRunner(loadCheckpoint(ctx.checkpointDir), "ref");
+export async function create(ctx: BackendContext): Promise<Backend> {
+  const runner = await makeRunner(loadCheckpoint(ctx.checkpointDir), "ref");
   const c = ctx.config;
   return {
     name: "ref",
     side: "kiln",
     description: "kiln's reference path (runtime/runner.ts target ref, float64 interpreter)",
     notes: ["ref: computes logits for every position (the others: the last one only)"],
-    prefill: (tokens) => lastRow(runner.forward(tokens)),
-    forwardNoCache: (tokens) => lastRow(runner.forward(tokens)),
+    prefill: async (tokens) => lastRow(await runner.forward(tokens)),
+    forwardNoCache: async (tokens) => lastRow(await runner.forward(tokens)),
     matmul: refMatmul,
     skip(w) {
       if (w.kind === "matmul") return undefined;

@@ -62,30 +62,30 @@ export function tsMatmul(m: number, k: number, n: number): MatmulRun {
   return { run: () => run(a, 0, k, w, out, 0, m) };
 }
 
-export function create(ctx: BackendContext): Backend {
-  const runner = makeRunner(loadCheckpoint(ctx.checkpointDir), "ts");
+export async function create(ctx: BackendContext): Promise<Backend> {
+  const runner = await makeRunner(loadCheckpoint(ctx.checkpointDir), "ts");
   const prefillRunner = runner.prefill;
   if (!prefillRunner) throw new Error("the ts runner has no KV cache for this model");
   let prompt: readonly number[] = [];
   let decoding: Decoding | undefined;
   let length = 0;
-  const prefill = (tokens: readonly number[]): Float64Array => {
-    decoding = prefillRunner(tokens);
+  const prefill = async (tokens: readonly number[]): Promise<Float64Array> => {
+    decoding = await prefillRunner(tokens);
     prompt = tokens;
     length = tokens.length;
     return lastRow(decoding.logits);
   };
   const cache: DecodeCache = {
-    step(token) {
+    async step(token) {
       if (!decoding) throw new Error("ts: step before any prefill");
-      const l = decoding.step([token]);
+      const l = await decoding.step([token]);
       length++;
       return lastRow(l);
     },
-    rewind(n) {
+    async rewind(n) {
       if (n > prompt.length)
         throw new Error(`ts: cannot rewind to ${n} past a ${prompt.length}-token prompt`);
-      prefill(prompt.slice(0, n));
+      await prefill(prompt.slice(0, n));
     },
     get length() {
       return length;
@@ -101,7 +101,7 @@ export function create(ctx: BackendContext): Backend {
       "ts: the cache cannot rewind; each decode sample is one step on a fresh, untimed prefill of 255 tokens",
     ],
     prefill,
-    forwardNoCache: (tokens) => lastRow(runner.forward(tokens)),
+    forwardNoCache: async (tokens) => lastRow(await runner.forward(tokens)),
     cache,
     matmul: tsMatmul,
   };

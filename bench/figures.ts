@@ -105,18 +105,18 @@ export function tokenIds(n: number, vocab: number, seed: number): number[] {
 
 /** Runs every figure on one backend, in table order (the T=256 prefill leaves the cache that the
  *  decode figure rewinds to 255). `progress` hears one line per figure. */
-export function runFigures(
+export async function runFigures(
   b: Backend,
   config: GPT2Config,
   s: RunSettings,
   progress: (line: string) => void = () => {},
-): Record<FigureId, Measured> {
+): Promise<Record<FigureId, Measured>> {
   const vocab = config.vocab_size;
   const ids = tokenIds(MIN_POSITIONS, vocab, s.seed);
   const out = {} as Record<FigureId, Measured>;
   for (const f of FIGURES) {
     const why = b.skip?.(f.work);
-    const m: Measured = why ? { skipped: why } : runOne(b, f.work, ids, vocab, s.measure);
+    const m: Measured = why ? { skipped: why } : await runOne(b, f.work, ids, vocab, s.measure);
     out[f.id] = m;
     progress(
       `${b.name}: ${f.label}: ` +
@@ -126,17 +126,20 @@ export function runFigures(
   return out;
 }
 
-function runOne(
+async function runOne(
   b: Backend,
   w: Work,
   ids: readonly number[],
   vocab: number,
   o: MeasureOptions,
-): Measured {
+): Promise<Measured> {
   switch (w.kind) {
     case "prefill": {
       const prompt = ids.slice(0, w.tokens);
-      const timing = measure(() => checkLogits(b.name, b.prefill(prompt), vocab), o);
+      const timing = await measure(
+        async () => checkLogits(b.name, await b.prefill(prompt), vocab),
+        o,
+      );
       return { value: w.tokens / (timing.median_ms / 1000), timing };
     }
     case "decode": {
@@ -144,15 +147,18 @@ function runOne(
       const next = ids[w.past];
       if (!w.cache) {
         const all = [...prefix, next];
-        const timing = measure(() => checkLogits(b.name, b.forwardNoCache(all), vocab), o);
+        const timing = await measure(
+          async () => checkLogits(b.name, await b.forwardNoCache(all), vocab),
+          o,
+        );
         return { value: timing.median_ms, timing };
       }
       const cache = b.cache;
       if (!cache) return { skipped: "no KV cache" };
       // The T=256 prefill before this left 256 positions of the same ids: rewinding is enough.
-      if (cache.length < w.past) b.prefill(prefix);
-      const timing = measure(
-        () => checkLogits(b.name, cache.step(next), vocab),
+      if (cache.length < w.past) await b.prefill(prefix);
+      const timing = await measure(
+        async () => checkLogits(b.name, await cache.step(next), vocab),
         o,
         () => cache.rewind(w.past),
       );
@@ -162,7 +168,7 @@ function runOne(
       if (!b.matmul) return { skipped: "no matmul of its own" };
       const mm = b.matmul(w.m, w.k, w.n);
       try {
-        const timing = measure(() => mm.run(), o);
+        const timing = await measure(() => mm.run(), o);
         return { value: (2 * w.m * w.k * w.n) / (timing.median_ms * 1e6), timing };
       } finally {
         mm.dispose?.();

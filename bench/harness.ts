@@ -10,12 +10,15 @@ export type Work =
   | { readonly kind: "decode"; readonly past: number; readonly cache: boolean }
   | { readonly kind: "matmul"; readonly m: number; readonly k: number; readonly n: number };
 
+/** A value, or a promise of it: the CPU backends answer at once, a GPU backend asynchronously. */
+export type Maybe<T> = T | Promise<T>;
+
 /** A KV cache a backend keeps between calls. */
 export interface DecodeCache {
   /** Runs one token after the cached positions, appends its K/V; returns its logits. */
-  step(token: number): ArrayLike<number>;
+  step(token: number): Maybe<ArrayLike<number>>;
   /** Drops every cached position from `length` on, so a step can be timed again at one length. */
-  rewind(length: number): void;
+  rewind(length: number): Maybe<void>;
   /** How many positions the cache holds. */
   readonly length: number;
 }
@@ -39,9 +42,9 @@ export interface Backend {
   readonly notes: readonly string[];
   /** Runs the prompt from an empty cache (keeping its K/V where the backend has a cache);
    *  returns the logits of the last position. */
-  prefill(tokens: readonly number[]): ArrayLike<number>;
+  prefill(tokens: readonly number[]): Maybe<ArrayLike<number>>;
   /** The logits of the last position, recomputing every position (no cache). */
-  forwardNoCache(tokens: readonly number[]): ArrayLike<number>;
+  forwardNoCache(tokens: readonly number[]): Maybe<ArrayLike<number>>;
   /** The cache `prefill` filled; absent where the backend has none. */
   readonly cache?: DecodeCache;
   /** A float32 matrix multiply of the backend's own, for the matmul figures. */
@@ -82,9 +85,9 @@ export interface MeasureOptions {
 }
 
 /** Wall time of one call, in milliseconds. */
-export function timeOnce(run: () => void): number {
+export async function timeOnce(run: () => Maybe<unknown>): Promise<number> {
   const t0 = process.hrtime.bigint();
-  run();
+  await run();
   return Number(process.hrtime.bigint() - t0) / 1e6;
 }
 
@@ -97,18 +100,22 @@ export function median(xs: readonly number[]): number {
 /** Times `run`. The first run warms up (JIT, allocations) and is discarded, unless it alone used
  *  the budget or only one run is allowed: then it is the one sample, so a slow figure costs one
  *  run, not two. `setup` runs untimed before every run (e.g. rewinding a cache). */
-export function measure(run: () => void, o: MeasureOptions, setup?: () => void): Timing {
-  const timed = (): number => {
-    setup?.();
+export async function measure(
+  run: () => Maybe<unknown>,
+  o: MeasureOptions,
+  setup?: () => Maybe<unknown>,
+): Promise<Timing> {
+  const timed = async (): Promise<number> => {
+    await setup?.();
     return timeOnce(run);
   };
-  const first = timed();
+  const first = await timed();
   if (o.maxReps <= 1 || first >= o.budgetMs)
     return { reps: 1, warmup: 0, median_ms: first, min_ms: first };
   const samples: number[] = [];
   let spent = 0;
   while (samples.length < o.maxReps && (samples.length === 0 || spent < o.budgetMs)) {
-    const t = timed();
+    const t = await timed();
     samples.push(t);
     spent += t;
   }

@@ -69,10 +69,10 @@ async function run(spec: WorkerSpec): Promise<WorkerResult> {
   try {
     const prompt = tokenIds(CHECK_TOKENS, spec.config.vocab_size, spec.settings.seed);
     let check: ArrayLike<number> = [];
-    const warm = timeOnce(() => (check = b.prefill(prompt)));
+    const warm = await timeOnce(async () => (check = await b.prefill(prompt)));
     checkLogits(b.name, check, spec.config.vocab_size);
     say(`${b.name}: warm-up prefill of ${CHECK_TOKENS} tokens: ${warm.toFixed(0)} ms`);
-    const figures = runFigures(b, spec.config, spec.settings, say);
+    const figures = await runFigures(b, spec.config, spec.settings, say);
     return {
       ok: true,
       name: b.name,

@@ -63,12 +63,12 @@ export function checkGenerateOptions(o: GenerateOptions): void {
 
 /** Returns only the new token ids. With a KV cache (a runner that has `prefill`) the prompt runs
  *  once and each new token is one cached step; otherwise every step recomputes the whole prefix. */
-export function generate(
+export async function generate(
   r: Runner,
   prompt: readonly number[],
   src: readonly number[] | undefined,
   o: GenerateOptions,
-): number[] {
+): Promise<number[]> {
   checkGenerateOptions(o);
   packInputs(r.model, prompt, src); // token ids are checked before the first step
   if (prompt.length + o.maxNewTokens > r.maxLength)
@@ -81,13 +81,14 @@ export function generate(
   const tokens = [...prompt];
   const out: number[] = [];
   if (o.maxNewTokens === 0) return out;
-  const decoding = r.prefill?.(prompt, src);
-  let logits = decoding ? decoding.logits : r.forward(tokens, src);
+  const decoding = await r.prefill?.(prompt, src);
+  let logits = decoding ? decoding.logits : await r.forward(tokens, src);
   for (let i = 0; i < o.maxNewTokens; i++) {
     const next = sample(lastRow(logits), o.temperature ?? 0, o.topK, rand);
     tokens.push(next);
     out.push(next);
-    if (i + 1 < o.maxNewTokens) logits = decoding ? decoding.step([next]) : r.forward(tokens, src);
+    if (i + 1 < o.maxNewTokens)
+      logits = decoding ? await decoding.step([next]) : await r.forward(tokens, src);
   }
   return out;
 }

@@ -28,15 +28,18 @@ export interface Runner {
   readonly model: CheckpointModel;
   /** The longest target sequence the model accepts (its context). */
   readonly maxLength: number;
-  forward(tokens: readonly number[], srcTokens?: readonly number[]): Logits;
+  forward(tokens: readonly number[], srcTokens?: readonly number[]): Promise<Logits>;
   /** Present when the target keeps a KV cache: runs the prompt once, then takes only new tokens. */
-  readonly prefill?: (tokens: readonly number[], srcTokens?: readonly number[]) => Decoding;
+  readonly prefill?: (
+    tokens: readonly number[],
+    srcTokens?: readonly number[],
+  ) => Promise<Decoding>;
 }
 
 /** Incremental decoding: the prompt's logits, then one call per batch of new tokens. */
 export interface Decoding {
   readonly logits: Logits;
-  step(tokens: readonly number[]): Logits;
+  step(tokens: readonly number[]): Promise<Logits>;
 }
 
 export interface RunnerOptions {
@@ -105,19 +108,22 @@ function referenceRunner(ckpt: Checkpoint, options: RunnerOptions): Runner {
   return {
     model: ckpt.model,
     maxLength: ckpt.graph.bounds.get("T")?.max ?? Infinity,
-    forward(tokens, srcTokens) {
+    async forward(tokens, srcTokens) {
       const inputs = packInputs(ckpt.model, tokens, srcTokens);
       shared ??= createSession(program, param);
       return logits(shared.run(inputs));
     },
     ...(program.kvCache.enabled
       ? {
-          prefill(tokens: readonly number[], srcTokens?: readonly number[]): Decoding {
+          async prefill(
+            tokens: readonly number[],
+            srcTokens?: readonly number[],
+          ): Promise<Decoding> {
             const session = createSession(program, param);
             const first = logits(session.run(packInputs(ckpt.model, tokens, srcTokens)));
             return {
               logits: first,
-              step: (next) => {
+              step: async (next) => {
                 const packed = packInputs(ckpt.model, next, srcTokens);
                 return logits(session.step(new Map([["tokens", packed.get("tokens")!]])));
               },
@@ -128,7 +134,12 @@ function referenceRunner(ckpt: Checkpoint, options: RunnerOptions): Runner {
   };
 }
 
-export function makeRunner(ckpt: Checkpoint, target: Target, options: RunnerOptions = {}): Runner {
+/** A runner for the target. Async: the WebGPU target gets a device and builds its pipelines. */
+export async function makeRunner(
+  ckpt: Checkpoint,
+  target: Target,
+  options: RunnerOptions = {},
+): Promise<Runner> {
   switch (target) {
     case "ref":
       return referenceRunner(ckpt, options);

@@ -26,7 +26,7 @@ export function targetFlag(s: string | undefined): Target {
   return t as Target;
 }
 
-export function forward(argv: readonly string[], io: IO): string {
+export async function forward(argv: readonly string[], io: IO): Promise<string> {
   const { values, positionals } = parse("forward", argv, {
     tokens: { type: "string" },
     "src-tokens": { type: "string" },
@@ -38,8 +38,8 @@ export function forward(argv: readonly string[], io: IO): string {
   const tokens = tokenList("--tokens", values.tokens);
   if (!tokens) fail("usage", "kiln forward", "--tokens is required");
   const target = targetFlag(values.target);
-  const runner = makeRunner(loadCheckpoint(dir), target, passFlags(values, io.err));
-  const l = runner.forward(tokens, tokenList("--src-tokens", values["src-tokens"]));
+  const runner = await makeRunner(loadCheckpoint(dir), target, passFlags(values, io.err));
+  const l = await runner.forward(tokens, tokenList("--src-tokens", values["src-tokens"]));
   const rows = Array.from({ length: l.rows }, (_, r) =>
     l.data.subarray(r * l.cols, (r + 1) * l.cols),
   );

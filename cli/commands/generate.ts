@@ -25,7 +25,7 @@ Continues a sequence token by token and prints the new token ids.
 ${PASS_HELP}  (IR printed after passes goes to stderr)
 `;
 
-export function generate(argv: readonly string[], io: IO): string {
+export async function generate(argv: readonly string[], io: IO): Promise<string> {
   const { values, positionals } = parse("generate", argv, {
     tokens: { type: "string" },
     prompt: { type: "string" },
@@ -50,8 +50,8 @@ export function generate(argv: readonly string[], io: IO): string {
       ? loadTokenizer(dir, values.prompt !== undefined)
       : undefined;
   const prompt = tokenList("--tokens", values.tokens) ?? tokenizer!.encode(values.prompt!);
-  const tokens = run(
-    makeRunner(ckpt, target, passFlags(values, io.err)),
+  const tokens = await run(
+    await makeRunner(ckpt, target, passFlags(values, io.err)),
     prompt,
     tokenList("--src-tokens", values["src-tokens"]),
     {

@@ -58,7 +58,7 @@ export function tsRunner(ckpt: Checkpoint, options: RunnerOptions = {}): Runner 
   return {
     model: ckpt.model,
     maxLength: ckpt.graph.bounds.get("T")?.max ?? Infinity,
-    forward(tokens, srcTokens) {
+    async forward(tokens, srcTokens) {
       const inputs = packInputs(ckpt.model, tokens, srcTokens);
       shared ??= newSession();
       const s = shared;
@@ -66,13 +66,16 @@ export function tsRunner(ckpt: Checkpoint, options: RunnerOptions = {}): Runner 
     },
     ...(mod.model.kvCache
       ? {
-          prefill(tokens: readonly number[], srcTokens?: readonly number[]): Decoding {
+          async prefill(
+            tokens: readonly number[],
+            srcTokens?: readonly number[],
+          ): Promise<Decoding> {
             const session = newSession();
             const inputs = packInputs(ckpt.model, tokens, srcTokens);
             const first = logits(guard(() => session.run(tensors(inputs, ["source", "step"]))));
             return {
               logits: first,
-              step: (next) => {
+              step: async (next) => {
                 const packed = packInputs(ckpt.model, next, srcTokens);
                 return logits(guard(() => session.step(tensors(packed, ["step"]))));
               },

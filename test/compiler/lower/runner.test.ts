@@ -3,10 +3,10 @@
  *  cache) and with no passes at all (cache-less), and the two agree to float64 rounding. */
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { loadCheckpoint } from "../../../runtime/checkpoint.ts";
 import { generate } from "../../../runtime/generate.ts";
-import { makeRunner, type Logits } from "../../../runtime/runner.ts";
+import { makeRunner, type Logits, type Runner } from "../../../runtime/runner.ts";
 
 const FIXTURES = join(import.meta.dirname, "..", "..", "fixtures");
 
@@ -40,19 +40,25 @@ describe.each(fixtures)("%s", (name) => {
   const dir = join(FIXTURES, name);
   const expected = JSON.parse(readFileSync(join(dir, "expected.json"), "utf8")) as Expected;
   const ckpt = loadCheckpoint(dir);
-  const optimized = makeRunner(ckpt, "ref");
-  const plain = makeRunner(ckpt, "ref", { passes: [] });
+  let optimized!: Runner;
+  beforeAll(async () => {
+    optimized = await makeRunner(ckpt, "ref");
+  });
+  let plain!: Runner;
+  beforeAll(async () => {
+    plain = await makeRunner(ckpt, "ref", { passes: [] });
+  });
   // Only seq2seq differs from torch at ~1e-6: torch's positional table is float32.
   const tol = expected.model_type === "gpt2" ? 1e-9 : 1e-5;
 
-  it("keeps a KV cache after the default pipeline, none without passes", () => {
+  it("keeps a KV cache after the default pipeline, none without passes", async () => {
     expect(optimized.prefill).toBeDefined();
     expect(plain.prefill).toBeUndefined();
   });
 
-  it.each(expected.forward.map((c, i) => [i, c] as const))("forward case %i", (_i, c) => {
-    const a = optimized.forward(c.tokens, c.src_tokens);
-    const b = plain.forward(c.tokens, c.src_tokens);
+  it.each(expected.forward.map((c, i) => [i, c] as const))("forward case %i", async (_i, c) => {
+    const a = await optimized.forward(c.tokens, c.src_tokens);
+    const b = await plain.forward(c.tokens, c.src_tokens);
     expect([a.rows, a.cols]).toEqual([c.logits.length, c.logits[0].length]);
     expect(relError(a, c.logits)).toBeLessThanOrEqual(tol);
     expect(relError(b, c.logits)).toBeLessThanOrEqual(tol);
@@ -62,15 +68,15 @@ describe.each(fixtures)("%s", (name) => {
     expect(relError(a, bRows)).toBeLessThanOrEqual(1e-12);
   });
 
-  it.each(expected.generate.map((c, i) => [i, c] as const))("greedy case %i", (_i, c) => {
+  it.each(expected.generate.map((c, i) => [i, c] as const))("greedy case %i", async (_i, c) => {
     const o = { maxNewTokens: c.max_new_tokens, temperature: 0 };
-    expect(generate(optimized, c.tokens, c.src_tokens, o)).toEqual(c.new_tokens);
-    expect(generate(plain, c.tokens, c.src_tokens, o)).toEqual(c.new_tokens);
+    expect(await generate(optimized, c.tokens, c.src_tokens, o)).toEqual(c.new_tokens);
+    expect(await generate(plain, c.tokens, c.src_tokens, o)).toEqual(c.new_tokens);
   });
 
-  it("a cached decoding gives the logits of a full forward over the same tokens", () => {
+  it("a cached decoding gives the logits of a full forward over the same tokens", async () => {
     const c = expected.generate[0];
-    const d = optimized.prefill!(c.tokens, c.src_tokens);
+    const d = await optimized.prefill!(c.tokens, c.src_tokens);
     const tokens = [...c.tokens, ...c.new_tokens];
     const rows: number[][] = [];
     const push = (l: Logits) => {
@@ -78,7 +84,9 @@ describe.each(fixtures)("%s", (name) => {
         rows.push(Array.from(l.data.subarray(r * l.cols, (r + 1) * l.cols)));
     };
     push(d.logits);
-    for (const t of c.new_tokens) push(d.step([t]));
-    expect(relError(optimized.forward(tokens, c.src_tokens), rows)).toBeLessThanOrEqual(1e-12);
+    for (const t of c.new_tokens) push(await d.step([t]));
+    expect(relError(await optimized.forward(tokens, c.src_tokens), rows)).toBeLessThanOrEqual(
+      1e-12,
+    );
   });
 });

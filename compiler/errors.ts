@@ -9,6 +9,8 @@ export type ErrorKind =
   | "checkpoint" // config.json / tensor names / shapes do not match the model
   | "input" // bad user input at run time (token ids, sequence length)
   | "usage" // bad command line
+  | "limit" // a kernel does not fit the device limits it is compiled for
+  | "device" // no WebGPU device, a shader the device rejects, a lost device
   | "not-built"; // a feature that does not exist yet
 
 export class KilnError extends Error {

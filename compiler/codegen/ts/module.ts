@@ -68,7 +68,7 @@ function byOrder(g: Graph, keys: readonly string[]): string[] {
  *  kernel, its operands named by the buffers it reads), the lines of the original nodes it
  *  covers (when the graph before the passes is given; else their names), and what it reads and
  *  writes. */
-function kernelDoc(p: Program, k: Kernel, name: string, o: EmitOptions): string[] {
+export function kernelDoc(p: Program, k: Kernel, name: string, o: EmitOptions): string[] {
   const out = p.buffers[k.output];
   let ir: string;
   if (o.graph?.nodes.hasNode(k.node)) ir = irLine(o.graph, k.node);

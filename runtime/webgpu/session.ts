@@ -1,0 +1,514 @@
+/** Runs a WgslProgram (compiler/codegen/wgsl/program.ts) on a GPUDevice. Self-contained: it
+ *  imports nothing at run time, so the standalone artifact ships this file as its driver.
+ *
+ *  `loadModel(device, program, kernels, weights)` compiles every kernel ahead
+ *  (`createComputePipelineAsync`, shader errors caught with error scopes and
+ *  `getCompilationInfo` and reported with the kernel's name and IR line), uploads the params
+ *  (a param over the binding size in chunks), runs the load phase once. `model.createSession()`
+ *  allocates the session's storage at capacity (slots, state, inputs, outputs), makes every bind
+ *  group once, and then:
+ *  - `run(inputs)` binds the dims from the input shapes (checked against the capacity), runs the
+ *    source phase when the source inputs changed, then the step phase with no cached positions,
+ *    all in one command encoder and one submit, and reads back the outputs;
+ *  - `step(inputs)` runs the step phase with P = the cached length (the KV cache stays on the
+ *    GPU between steps).
+ *  Errors are WebGpuError {kind, where, detail}: "input" for bad inputs, "device" for a shader
+ *  the device rejects, a validation or out-of-memory error, or a lost device. */
+import type { WgslBinding, WgslKernel } from "../../compiler/codegen/wgsl/kernel.ts";
+import type { WgslBuffer, WgslProgram } from "../../compiler/codegen/wgsl/program.ts";
+
+export type Term = { readonly coef: number; readonly syms: readonly string[] };
+
+export class WebGpuError extends Error {
+  override readonly name = "WebGpuError";
+  constructor(
+    readonly kind: "input" | "device",
+    readonly where: string,
+    readonly detail: string,
+  ) {
+    super(`${where}: ${detail}`);
+  }
+}
+
+export interface Tensor {
+  readonly shape: readonly number[];
+  readonly data: ArrayLike<number>;
+}
+
+export interface Output {
+  readonly shape: number[];
+  readonly data: Float32Array | Int32Array;
+}
+
+export interface WebGpuSession {
+  /** Positions in the KV cache. */
+  readonly cachedLength: number;
+  run(inputs: readonly Tensor[]): Promise<Output[]>;
+  step(inputs: readonly Tensor[]): Promise<Output[]>;
+  destroy(): void;
+}
+
+export interface WebGpuModel {
+  readonly program: WgslProgram;
+  /** Compilation messages the device gave (warnings and infos), per kernel. */
+  readonly messages: readonly string[];
+  createSession(): WebGpuSession;
+  destroy(): void;
+}
+
+/** The weights by checkpoint tensor name. */
+export type Weights = (name: string) => Float32Array | Int32Array | undefined;
+
+const USAGE = 0x80 /* STORAGE */ | 0x08 /* COPY_DST */ | 0x04; /* COPY_SRC */
+const UNIFORM = 0x40 | 0x08; // UNIFORM | COPY_DST
+const MAP_READ = 0x01 | 0x08; // MAP_READ | COPY_DST
+const COMPUTE = 0x4; // GPUShaderStage.COMPUTE
+
+type Dims = Map<string, number>;
+
+function evalSym(a: readonly Term[], dims: Dims): number {
+  let total = 0;
+  for (const t of a) {
+    let v = t.coef;
+    for (const s of t.syms) v *= dims.get(s) ?? 0;
+    total += v;
+  }
+  return total;
+}
+
+/** A buffer's storage: one GPUBuffer per chunk. */
+type Storage = GPUBuffer[];
+
+function allocate(
+  device: GPUDevice,
+  elements: number,
+  chunkElements: number,
+  label: string,
+): Storage {
+  const chunks = Math.max(1, Math.ceil(elements / chunkElements));
+  return Array.from({ length: chunks }, (_, c) => {
+    const n = Math.min(chunkElements, elements - c * chunkElements);
+    return device.createBuffer({ size: Math.max(4, n * 4), usage: USAGE, label: `${label}#${c}` });
+  });
+}
+
+function upload(
+  device: GPUDevice,
+  s: Storage,
+  chunkElements: number,
+  data: Float32Array | Int32Array,
+): void {
+  s.forEach((buf, c) => {
+    const part = data.subarray(c * chunkElements, Math.min(data.length, (c + 1) * chunkElements));
+    if (part.length)
+      device.queue.writeBuffer(buf, 0, part.buffer, part.byteOffset, part.byteLength);
+  });
+}
+
+/** Shader errors first, then pipelines, all kernels at once. */
+async function compile(
+  device: GPUDevice,
+  program: WgslProgram,
+  messages: string[],
+): Promise<{ pipeline: GPUComputePipeline; layout: GPUBindGroupLayout }[]> {
+  return Promise.all(
+    program.kernels.map(async (k) => {
+      const irLine = k.source.split("\n")[0].replace(/^\/\/ /, "");
+      device.pushErrorScope("validation");
+      const module = device.createShaderModule({ code: k.source, label: k.name });
+      const info = await module.getCompilationInfo();
+      const scoped = await device.popErrorScope();
+      for (const m of info.messages) {
+        const text = `${k.name}: ${m.type} at ${m.lineNum}:${m.linePos}: ${m.message}`;
+        if (m.type === "error")
+          throw new WebGpuError(
+            "device",
+            k.name,
+            `the shader does not compile: ${m.message} (line ${m.lineNum}:${m.linePos}; ${irLine})`,
+          );
+        messages.push(text);
+      }
+      if (scoped)
+        throw new WebGpuError(
+          "device",
+          k.name,
+          `the shader is invalid: ${scoped.message} (${irLine})`,
+        );
+      const layout = device.createBindGroupLayout({
+        label: k.name,
+        entries: [
+          { binding: 0, visibility: COMPUTE, buffer: { type: "uniform" } },
+          ...k.bindings.map((b, i) => ({
+            binding: i + 1,
+            visibility: COMPUTE,
+            buffer: {
+              type: b.access === "read" ? ("read-only-storage" as const) : ("storage" as const),
+            },
+          })),
+        ],
+      });
+      try {
+        const pipeline = await device.createComputePipelineAsync({
+          label: k.name,
+          layout: device.createPipelineLayout({ bindGroupLayouts: [layout] }),
+          compute: { module, entryPoint: "main" },
+        });
+        return { pipeline, layout };
+      } catch (e) {
+        throw new WebGpuError(
+          "device",
+          k.name,
+          `the pipeline could not be made: ${(e as Error).message} (${irLine})`,
+        );
+      }
+    }),
+  );
+}
+
+/** Scoped work: validation and out-of-memory errors become WebGpuErrors, a lost device too. */
+async function guarded<T>(
+  device: GPUDevice,
+  lost: { reason?: string },
+  where: string,
+  f: () => Promise<T>,
+): Promise<T> {
+  if (lost.reason !== undefined)
+    throw new WebGpuError("device", where, `the device was lost: ${lost.reason}`);
+  device.pushErrorScope("out-of-memory");
+  device.pushErrorScope("validation");
+  let result: T;
+  try {
+    result = await f();
+  } finally {
+    const validation = await device.popErrorScope();
+    const oom = await device.popErrorScope();
+    if (validation)
+      throw new WebGpuError("device", where, `validation error: ${validation.message}`);
+    if (oom) throw new WebGpuError("device", where, `out of GPU memory: ${oom.message}`);
+  }
+  if (lost.reason !== undefined)
+    throw new WebGpuError("device", where, `the device was lost: ${lost.reason}`);
+  return result;
+}
+
+export async function loadModel(
+  device: GPUDevice,
+  program: WgslProgram,
+  weights: Weights,
+): Promise<WebGpuModel> {
+  const lost: { reason?: string } = {};
+  void device.lost.then((info) => {
+    lost.reason = `${info.reason}: ${info.message}`;
+  });
+  const messages: string[] = [];
+  const where = `@${program.name}`;
+  const compiled = await guarded(device, lost, where, () => compile(device, program, messages));
+  // Params and the load phase's buffers belong to the model; sessions share them.
+  const owned = new Map<number, Storage>();
+  for (const b of program.buffers) {
+    if (b.phase !== "load") continue;
+    const s = allocate(device, b.capacityElements, b.chunkElements, `b${b.id}`);
+    owned.set(b.id, s);
+    if (b.role !== "param") continue;
+    const name = b.name ?? b.node;
+    const w = weights(name);
+    if (!w) throw new WebGpuError("input", `param "${name}"`, "missing from the weights");
+    if (w.length !== b.capacityElements)
+      throw new WebGpuError(
+        "input",
+        `param "${name}"`,
+        `has ${w.length} elements, the program expects ${b.capacityElements} (shape [${b.shape.join(", ")}])`,
+      );
+    const typed =
+      b.dtype === "i32"
+        ? w instanceof Int32Array
+          ? w
+          : Int32Array.from(w)
+        : w instanceof Float32Array
+          ? w
+          : Float32Array.from(w);
+    upload(device, s, b.chunkElements, typed);
+  }
+  const dimsBuffer = (): GPUBuffer =>
+    device.createBuffer({
+      size: Math.max(16, Math.ceil((program.dims.length * 4) / 16) * 16),
+      usage: UNIFORM,
+      label: "dims",
+    });
+  const loadDims = dimsBuffer();
+  const loadKernels = program.kernels
+    .map((k, i) => [k, i] as const)
+    .filter(([k]) => k.phase === "load");
+  if (loadKernels.length) {
+    await guarded(device, lost, where, async () => {
+      const encoder = device.createCommandEncoder();
+      const pass = encoder.beginComputePass();
+      for (const [k, i] of loadKernels) {
+        const group = bindGroup(device, compiled[i].layout, k, loadDims, (id) => owned.get(id)!);
+        dispatch(pass, compiled[i].pipeline, group, k, new Map(), program);
+      }
+      pass.end();
+      device.queue.submit([encoder.finish()]);
+      await device.queue.onSubmittedWorkDone();
+    });
+  }
+  return {
+    program,
+    messages,
+    createSession: () => createSession(device, program, compiled, owned, dimsBuffer(), lost),
+    destroy() {
+      for (const s of owned.values()) for (const b of s) b.destroy();
+      loadDims.destroy();
+    },
+  };
+}
+
+function bindGroup(
+  device: GPUDevice,
+  layout: GPUBindGroupLayout,
+  k: WgslKernel,
+  dims: GPUBuffer,
+  storage: (id: number) => Storage,
+): GPUBindGroup {
+  return device.createBindGroup({
+    label: k.name,
+    layout,
+    entries: [
+      { binding: 0, resource: { buffer: dims } },
+      ...k.bindings.map((b: WgslBinding, i: number) => ({
+        binding: i + 1,
+        resource: { buffer: storage(b.buffer)[b.chunk] },
+      })),
+    ],
+  });
+}
+
+function dispatch(
+  pass: GPUComputePassEncoder,
+  pipeline: GPUComputePipeline,
+  group: GPUBindGroup,
+  k: WgslKernel,
+  dims: Dims,
+  program: WgslProgram,
+): void {
+  const n = Math.ceil(evalSym(k.workgroups.count, dims) / k.workgroups.per);
+  if (n <= 0) return;
+  const perDim = program.limits.maxComputeWorkgroupsPerDimension;
+  const x = Math.min(n, perDim);
+  pass.setPipeline(pipeline);
+  pass.setBindGroup(0, group);
+  pass.dispatchWorkgroups(x, Math.ceil(n / x));
+}
+
+function createSession(
+  device: GPUDevice,
+  program: WgslProgram,
+  compiled: readonly { pipeline: GPUComputePipeline; layout: GPUBindGroupLayout }[],
+  shared: ReadonlyMap<number, Storage>,
+  dimsBuffer: GPUBuffer,
+  lost: { reason?: string },
+): WebGpuSession {
+  const where = `@${program.name}`;
+  const slots = program.slots.map((s, i) =>
+    allocate(device, s.elements, s.chunkElements, `slot${i}`),
+  );
+  const own = new Map<number, Storage>();
+  for (const b of program.buffers)
+    if (b.phase !== "load" && b.slot === undefined)
+      own.set(b.id, allocate(device, b.capacityElements, b.chunkElements, `b${b.id}`));
+  const storage = (id: number): Storage => {
+    const b = program.buffers[id];
+    return shared.get(id) ?? (b.slot !== undefined ? slots[b.slot] : own.get(id)!);
+  };
+  const groups = program.kernels.map((k, i) =>
+    k.phase === "load" ? undefined : bindGroup(device, compiled[i].layout, k, dimsBuffer, storage),
+  );
+  const kv = program.kvCache;
+  const dims: Dims = new Map();
+  let cached = 0;
+  let source: Tensor[] | undefined;
+  const ids = program.inputs;
+  const stepIds = ids.filter((id) => program.buffers[id].phase === "step");
+  const sourceIds = ids.filter((id) => program.buffers[id].phase !== "step");
+  const capacityOf = new Map(program.dims.map((d) => [d.symbol, d.capacity]));
+
+  /** Binds the dims the inputs carry, checking every shape; changes nothing when one is wrong. */
+  function bind(which: readonly number[], inputs: readonly Tensor[], fn: string, keep: Dims): Dims {
+    if (inputs.length !== which.length)
+      throw new WebGpuError(
+        "input",
+        where,
+        `${fn} takes ${which.length} input(s), got ${inputs.length}`,
+      );
+    const next: Dims = new Map(keep);
+    which.forEach((id, n) => {
+      const b = program.buffers[id];
+      const x = inputs[n];
+      const name = `input "${b.name ?? b.node}"`;
+      const want = `expects ${b.dtype}[${b.shape.join(",")}], got [${x.shape.join(",")}]`;
+      if (x.shape.length !== b.shape.length) throw new WebGpuError("input", name, want);
+      b.shape.forEach((d, i) => {
+        const got = x.shape[i];
+        if (typeof d === "string" && /^[A-Za-z_]\w*$/.test(d) && !next.has(d)) {
+          const max = capacityOf.get(d);
+          if (max !== null && max !== undefined && got > max)
+            throw new WebGpuError(
+              "input",
+              name,
+              `length ${got} exceeds the compiled capacity (${d} ≤ ${max})`,
+            );
+          if (!Number.isInteger(got) || got < 0) throw new WebGpuError("input", name, want);
+          next.set(d, got);
+          return;
+        }
+        const expect =
+          typeof d === "number"
+            ? d
+            : d
+                .split("+")
+                .reduce((a, t) => a + (/^\d+$/.test(t) ? Number(t) : (next.get(t) ?? NaN)), 0);
+        if (got !== expect) throw new WebGpuError("input", name, `${want} (dim ${i})`);
+      });
+      let numel = 1;
+      for (const s of x.shape) numel *= s;
+      if (x.data.length !== numel)
+        throw new WebGpuError(
+          "input",
+          name,
+          `has ${x.data.length} values for shape [${x.shape.join(",")}]`,
+        );
+    });
+    return next;
+  }
+
+  function feed(id: number, x: Tensor): void {
+    const b = program.buffers[id];
+    const data = b.dtype === "i32" ? Int32Array.from(x.data) : Float32Array.from(x.data);
+    upload(device, storage(id), b.chunkElements, data);
+  }
+
+  function writeDims(): void {
+    const values = new Uint32Array(Math.max(4, Math.ceil(program.dims.length / 4) * 4));
+    program.dims.forEach((d, i) => (values[i] = dims.get(d.symbol) ?? 0));
+    device.queue.writeBuffer(dimsBuffer, 0, values);
+  }
+
+  async function execute(phases: readonly ("source" | "step")[]): Promise<Output[]> {
+    writeDims();
+    const encoder = device.createCommandEncoder();
+    const pass = encoder.beginComputePass();
+    program.kernels.forEach((k, i) => {
+      if ((phases as readonly string[]).includes(k.phase))
+        dispatch(pass, compiled[i].pipeline, groups[i]!, k, dims, program);
+    });
+    pass.end();
+    const reads = program.outputs.map((id) => readback(encoder, program.buffers[id]));
+    device.queue.submit([encoder.finish()]);
+    return Promise.all(reads.map((r) => r()));
+  }
+
+  /** Encodes the copy of an output's current elements to a mappable buffer; the returned
+   *  function maps it and gives the values. */
+  function readback(encoder: GPUCommandEncoder, b: WgslBuffer): () => Promise<Output> {
+    const shape = b.shape.map((d) =>
+      evalSym(
+        typeof d === "number"
+          ? [{ coef: d, syms: [] }]
+          : d
+              .split("+")
+              .map((t) =>
+                /^\d+$/.test(t) ? { coef: Number(t), syms: [] } : { coef: 1, syms: [t] },
+              ),
+        dims,
+      ),
+    );
+    const n = shape.reduce((a, x) => a * x, 1);
+    const staging = device.createBuffer({
+      size: Math.max(4, n * 4),
+      usage: MAP_READ,
+      label: `read b${b.id}`,
+    });
+    storage(b.id).forEach((buf, c) => {
+      const first = c * b.chunkElements;
+      const count = Math.min(b.chunkElements, n - first);
+      if (count > 0) encoder.copyBufferToBuffer(buf, 0, staging, first * 4, count * 4);
+    });
+    return async () => {
+      await staging.mapAsync(0x0001 /* GPUMapMode.READ */);
+      const bytes = staging.getMappedRange().slice(0, n * 4);
+      staging.unmap();
+      staging.destroy();
+      return { shape, data: b.dtype === "i32" ? new Int32Array(bytes) : new Float32Array(bytes) };
+    };
+  }
+
+  const sameTensor = (a: Tensor, b: Tensor) =>
+    a.shape.length === b.shape.length &&
+    a.shape.every((d, i) => d === b.shape[i]) &&
+    a.data.length === b.data.length &&
+    Array.prototype.every.call(a.data, (v: number, i: number) => v === b.data[i]);
+
+  return {
+    get cachedLength() {
+      return cached;
+    },
+    async run(inputs) {
+      const next = bind(ids, inputs, "run", new Map());
+      if (kv.enabled) next.set(kv.past, 0);
+      return guarded(device, lost, where, async () => {
+        dims.clear();
+        for (const [s, v] of next) dims.set(s, v);
+        const byId = new Map(ids.map((id, i) => [id, inputs[i]]));
+        const same =
+          source !== undefined && sourceIds.every((id, i) => sameTensor(source![i], byId.get(id)!));
+        const phases: ("source" | "step")[] = ["step"];
+        if (!same && sourceIds.length) {
+          source = undefined;
+          for (const id of sourceIds) feed(id, byId.get(id)!);
+          phases.unshift("source");
+        }
+        for (const id of stepIds) feed(id, byId.get(id)!);
+        const out = await execute(phases);
+        if (!same && sourceIds.length)
+          source = sourceIds.map((id) => ({
+            shape: [...byId.get(id)!.shape],
+            data: Array.from(byId.get(id)!.data),
+          }));
+        cached = program.seqDim !== null ? (dims.get(program.seqDim) ?? 0) : 0;
+        return out;
+      });
+    },
+    async step(inputs) {
+      if (!kv.enabled) throw new WebGpuError("input", where, `no KV cache: ${kv.reason}`);
+      if (sourceIds.length && source === undefined)
+        throw new WebGpuError("input", where, "step before run: the source has not been fed");
+      const next = bind(
+        stepIds,
+        inputs,
+        "step",
+        new Map([...dims].filter(([s]) => s !== program.seqDim && s !== kv.past)),
+      );
+      const t = program.seqDim !== null ? (next.get(program.seqDim) ?? 0) : 0;
+      if (cached + t > kv.capacity)
+        throw new WebGpuError(
+          "input",
+          `input "${program.buffers[stepIds[0]]?.name ?? ""}"`,
+          `${cached} cached + ${t} new positions exceed the KV cache's ${kv.capacity} rows`,
+        );
+      next.set(kv.past, cached);
+      return guarded(device, lost, where, async () => {
+        dims.clear();
+        for (const [s, v] of next) dims.set(s, v);
+        stepIds.forEach((id, i) => feed(id, inputs[i]));
+        const out = await execute(["step"]);
+        cached += t;
+        return out;
+      });
+    },
+    destroy() {
+      for (const s of slots) for (const b of s) b.destroy();
+      for (const s of own.values()) for (const b of s) b.destroy();
+      dimsBuffer.destroy();
+    },
+  };
+}

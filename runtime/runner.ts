@@ -1,18 +1,23 @@
 /** Runs a loaded checkpoint on one target. Token ids are checked against the vocabularies and
  *  lengths against the context before anything runs. `ref` optimizes the graph (the default
  *  passes, or those given), lowers it to a Program and runs that with the float64 Program
- *  interpreter, with a KV cache when the program has one; `ts` runs the generated TypeScript
- *  (runtime/cpu); `wgsl` arrives with its backend. */
+ *  interpreter; `prefill` (when the program keeps a KV cache) runs a second Program, lowered
+ *  from the same optimized graph after the last-position pass (decodingGraph), that computes
+ *  only the last position's logits; `ts` runs the generated TypeScript
+ *  (runtime/cpu); `wgsl` the generated WGSL on a WebGPU device (runtime/webgpu). */
 import { fail } from "../compiler/errors.ts";
 import { ndarray, type NDArray } from "../compiler/ir/ndarray.ts";
 import { createSession, type Session } from "../compiler/lower/execute.ts";
 import { lower } from "../compiler/lower/lower.ts";
 import type { Graph } from "../compiler/ir/graph.ts";
+import { verify } from "../compiler/ir/verify.ts";
+import { lastPosition } from "../compiler/passes/last-position.ts";
 import type { Pass } from "../compiler/passes/pass.ts";
 import { runPipeline } from "../compiler/passes/pipeline.ts";
 import type { Checkpoint } from "./checkpoint.ts";
 import type { CheckpointModel } from "./checkpoint-config.ts";
 import { tsRunner } from "./cpu/runner.ts";
+import { wgslRunner } from "./webgpu/runner.ts";
 
 export const TARGETS = ["ref", "ts", "wgsl"] as const;
 export type Target = (typeof TARGETS)[number];
@@ -28,15 +33,19 @@ export interface Runner {
   readonly model: CheckpointModel;
   /** The longest target sequence the model accepts (its context). */
   readonly maxLength: number;
+  /** Every position's logits. */
   forward(tokens: readonly number[], srcTokens?: readonly number[]): Promise<Logits>;
-  /** Present when the target keeps a KV cache: runs the prompt once, then takes only new tokens. */
+  /** Present when the target keeps a KV cache: runs the prompt once, then takes only new tokens;
+   *  the last position's logits only (Decoding). */
   readonly prefill?: (
     tokens: readonly number[],
     srcTokens?: readonly number[],
   ) => Promise<Decoding>;
 }
 
-/** Incremental decoding: the prompt's logits, then one call per batch of new tokens. */
+/** Incremental decoding: the prompt's logits, then one call per batch of new tokens. Each gives
+ *  the logits of its last position only (rows = 1): all that sampling reads, and what the
+ *  decoding program computes (decodingGraph). */
 export interface Decoding {
   readonly logits: Logits;
   step(tokens: readonly number[]): Promise<Logits>;
@@ -91,8 +100,19 @@ export function packInputs(
   return inputs;
 }
 
+/** The graph a Decoding runs: the optimized graph with the last-position pass, so prefill and
+ *  step compute the last position's logits only ([1, vocab]), and nothing after the last
+ *  attention for the other positions. */
+export function decodingGraph(g: Graph): Graph {
+  const out = lastPosition.run(g).graph;
+  verify(out, lastPosition.name);
+  return out;
+}
+
 function referenceRunner(ckpt: Checkpoint, options: RunnerOptions): Runner {
-  const program = lower(runPipeline(ckpt.graph, options.passes, options.afterPass).graph);
+  const graph = runPipeline(ckpt.graph, options.passes, options.afterPass).graph;
+  const program = lower(graph);
+  const decoder = lower(decodingGraph(graph));
   const weights = new Map<string, NDArray>();
   const param = (name: string): NDArray | undefined => {
     let a = weights.get(name);
@@ -113,13 +133,13 @@ function referenceRunner(ckpt: Checkpoint, options: RunnerOptions): Runner {
       shared ??= createSession(program, param);
       return logits(shared.run(inputs));
     },
-    ...(program.kvCache.enabled
+    ...(decoder.kvCache.enabled
       ? {
           async prefill(
             tokens: readonly number[],
             srcTokens?: readonly number[],
           ): Promise<Decoding> {
-            const session = createSession(program, param);
+            const session = createSession(decoder, param);
             const first = logits(session.run(packInputs(ckpt.model, tokens, srcTokens)));
             return {
               logits: first,
@@ -146,10 +166,6 @@ export async function makeRunner(
     case "ts":
       return tsRunner(ckpt, options);
     case "wgsl":
-      return fail(
-        "not-built",
-        `--target ${target}`,
-        "this backend is not built yet; use --target ref",
-      );
+      return wgslRunner(ckpt, options);
   }
 }

@@ -13,8 +13,9 @@ vocabulary entry.
 
   --tokens 1,2,3       token ids (the decoder's target prefix for an encoder–decoder)
   --src-tokens 4,5,6   source token ids (encoder–decoder models)
-  --target ts|ref      ts (default): generated TypeScript kernels; ref: the float64 reference interpreter
-                       (float32; wgsl: not built yet)
+  --target T           ts (default): generated TypeScript kernels (float32); ref: the float64
+                       reference interpreter; wgsl: generated WGSL on a WebGPU device (float32;
+                       in Node through the webgpu package: README, "WebGPU without a GPU")
   --json               print {"logits": [[...], ...]}; otherwise a summary per position
 ${PASS_HELP}  (IR printed after passes goes to stderr)
 `;

@@ -19,8 +19,9 @@ Continues a sequence token by token and prints the new token ids.
   --temperature T        0 (the default) is greedy; above 0 samples from softmax(logits / T)
   --top-k K              sample among the K most likely tokens only
   --seed S               seed of the sampler (default 0)
-  --target ts|ref        ts (default): generated TypeScript kernels; ref: the float64 reference interpreter
-                         (float32; wgsl: not built yet)
+  --target T             ts (default): generated TypeScript kernels (float32); ref: the float64
+                         reference interpreter; wgsl: generated WGSL on a WebGPU device (float32;
+                         in Node through the webgpu package: README, "WebGPU without a GPU")
   --json                 print {"tokens": [...new ids...], "prompt": [...], "text"?: "..."}
 ${PASS_HELP}  (IR printed after passes goes to stderr)
 `;

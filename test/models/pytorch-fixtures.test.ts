@@ -1,7 +1,8 @@
 /** The reference path against PyTorch: every fixture under test/fixtures (made by
  *  scripts/make-fixtures.py with torch, committed) through `kiln forward --target ref` and
  *  `kiln generate --target ref --temperature 0`, and the same with `--target ts` (the generated
- *  TypeScript, float32: within 1e-4, same argmax, same greedy tokens). Expected logits were
+ *  TypeScript, float32: within 1e-4, same argmax, same greedy tokens) and `--target wgsl` (the
+ *  generated WGSL on the WebGPU device, float32: the same bar). Expected logits were
  *  computed in float64 by torch from the same float32 (or float16) weights, so agreement is far
  *  inside the 1e-4 bar. */
 import { readdirSync, readFileSync, statSync } from "node:fs";
@@ -9,8 +10,12 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { argmax } from "../../runtime/generate.ts";
 import { kiln } from "../helpers/cli.ts";
+import { testGpu } from "../helpers/gpu.ts";
 
 const FIXTURES = join(import.meta.dirname, "..", "fixtures");
+
+/** The WGSL target runs where a WebGPU adapter exists (CI installs a software one). */
+const WGSL = (await testGpu()) ? [["--target", "wgsl"]] : [];
 
 interface Expected {
   model_type: "gpt2" | "seq2seq";
@@ -106,6 +111,7 @@ describe.each(fixtures)("%s", (name) => {
         ["--target", "ref", "--no-opt"],
         ["--target", "ts"],
         ["--target", "ts", "--no-opt"],
+        ...WGSL,
       ]) {
         const other = await logitsOf(c, ...flags);
         expect(relError(other, c.logits)).toBeLessThanOrEqual(1e-4);
@@ -121,6 +127,7 @@ describe.each(fixtures)("%s", (name) => {
         ["--target", "ref"],
         ["--target", "ref", "--no-opt"],
         ["--target", "ts"],
+        ...WGSL,
       ])
         expect(await greedyOf(c, ...flags)).toEqual(c.new_tokens);
     },

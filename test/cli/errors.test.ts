@@ -287,13 +287,16 @@ describe("usage", () => {
     );
   });
 
-  it("backends not built yet say so", async () => {
-    expectTypedError(
-      await kiln("forward", good, "--tokens", "1", "--target", "wgsl"),
-      "not-built",
-      "--target wgsl",
-    );
-    expectTypedError(await kiln("compile", "gpt2", "--target", "wgsl"), "not-built");
+  it("an unknown WebGPU backend in KILN_WEBGPU_BACKEND is a usage error", () => {
+    const before = process.env.KILN_WEBGPU_BACKEND;
+    process.env.KILN_WEBGPU_BACKEND = "metal";
+    try {
+      const r = kilnProcess("forward", good, "--tokens", "1", "--target", "wgsl");
+      expectTypedError(r, "usage", "KILN_WEBGPU_BACKEND", "vulkan, opengl", '"metal"');
+    } finally {
+      if (before === undefined) delete process.env.KILN_WEBGPU_BACKEND;
+      else process.env.KILN_WEBGPU_BACKEND = before;
+    }
   });
 
   it("every command has --help", async () => {

@@ -1,7 +1,9 @@
 /** Runs a WgslProgram (compiler/codegen/wgsl/program.ts) on a GPUDevice. Self-contained: it
- *  imports nothing at run time, so the standalone artifact ships this file as its driver.
+ *  imports nothing, not even types — it declares the part of a WgslProgram it reads
+ *  (`DriverProgram`; a WgslProgram is one) — so `kiln compile --target wgsl` copies this file
+ *  whole into the standalone artifact as its driver (compiler/codegen/wgsl/artifact.ts).
  *
- *  `loadModel(device, program, kernels, weights)` compiles every kernel ahead
+ *  `loadModel(device, program, weights)` compiles every kernel ahead
  *  (`createComputePipelineAsync`, shader errors caught with error scopes and
  *  `getCompilationInfo` and reported with the kernel's name and IR line), uploads the params
  *  (a param over the binding size in chunks), runs the load phase once. `model.createSession()`
@@ -14,10 +16,55 @@
  *    GPU between steps).
  *  Errors are WebGpuError {kind, where, detail}: "input" for bad inputs, "device" for a shader
  *  the device rejects, a validation or out-of-memory error, or a lost device. */
-import type { WgslBinding, WgslKernel } from "../../compiler/codegen/wgsl/kernel.ts";
-import type { WgslBuffer, WgslProgram } from "../../compiler/codegen/wgsl/program.ts";
 
 export type Term = { readonly coef: number; readonly syms: readonly string[] };
+
+// ── what the driver reads of a WgslProgram (compiler/codegen/wgsl/program.ts, kernel.ts) ────
+
+/** One storage binding: a buffer's chunk, at `@binding(i + 1)` for the i-th entry. */
+export interface DriverBinding {
+  readonly buffer: number;
+  readonly chunk: number;
+  readonly access: "read" | "read_write";
+}
+
+export interface DriverKernel {
+  readonly name: string;
+  readonly phase: "load" | "source" | "step";
+  /** The whole shader module; its first line is a comment naming the IR node. */
+  readonly source: string;
+  readonly bindings: readonly DriverBinding[];
+  /** ceil(count / per) workgroups, `count` evaluated at the run's dims. */
+  readonly workgroups: { readonly count: readonly Term[]; readonly per: number };
+}
+
+export interface DriverBuffer {
+  readonly id: number;
+  readonly node: string;
+  readonly dtype: string;
+  readonly role: string;
+  readonly phase: "load" | "source" | "step";
+  readonly name?: string;
+  readonly shape: readonly (number | string)[];
+  readonly capacityElements: number;
+  readonly chunkElements: number;
+  readonly slot?: number;
+}
+
+export interface DriverProgram {
+  readonly name: string;
+  readonly dims: readonly { readonly symbol: string; readonly capacity: number | null }[];
+  readonly buffers: readonly DriverBuffer[];
+  readonly slots: readonly { readonly elements: number; readonly chunkElements: number }[];
+  readonly kernels: readonly DriverKernel[];
+  readonly inputs: readonly number[];
+  readonly outputs: readonly number[];
+  readonly seqDim: string | null;
+  readonly kvCache:
+    | { readonly enabled: true; readonly past: string; readonly capacity: number }
+    | { readonly enabled: false; readonly reason: string };
+  readonly limits: { readonly maxComputeWorkgroupsPerDimension: number };
+}
 
 export class WebGpuError extends Error {
   override readonly name = "WebGpuError";
@@ -48,8 +95,8 @@ export interface WebGpuSession {
   destroy(): void;
 }
 
-export interface WebGpuModel {
-  readonly program: WgslProgram;
+export interface WebGpuModel<P extends DriverProgram = DriverProgram> {
+  readonly program: P;
   /** Compilation messages the device gave (warnings and infos), per kernel. */
   readonly messages: readonly string[];
   createSession(): WebGpuSession;
@@ -108,7 +155,7 @@ function upload(
 /** Shader errors first, then pipelines, all kernels at once. */
 async function compile(
   device: GPUDevice,
-  program: WgslProgram,
+  program: DriverProgram,
   messages: string[],
 ): Promise<{ pipeline: GPUComputePipeline; layout: GPUBindGroupLayout }[]> {
   return Promise.all(
@@ -191,11 +238,11 @@ async function guarded<T>(
   return result;
 }
 
-export async function loadModel(
+export async function loadModel<P extends DriverProgram>(
   device: GPUDevice,
-  program: WgslProgram,
+  program: P,
   weights: Weights,
-): Promise<WebGpuModel> {
+): Promise<WebGpuModel<P>> {
   const lost: { reason?: string } = {};
   void device.lost.then((info) => {
     lost.reason = `${info.reason}: ${info.message}`;
@@ -266,7 +313,7 @@ export async function loadModel(
 function bindGroup(
   device: GPUDevice,
   layout: GPUBindGroupLayout,
-  k: WgslKernel,
+  k: DriverKernel,
   dims: GPUBuffer,
   storage: (id: number) => Storage,
 ): GPUBindGroup {
@@ -275,7 +322,7 @@ function bindGroup(
     layout,
     entries: [
       { binding: 0, resource: { buffer: dims } },
-      ...k.bindings.map((b: WgslBinding, i: number) => ({
+      ...k.bindings.map((b: DriverBinding, i: number) => ({
         binding: i + 1,
         resource: { buffer: storage(b.buffer)[b.chunk] },
       })),
@@ -287,9 +334,9 @@ function dispatch(
   pass: GPUComputePassEncoder,
   pipeline: GPUComputePipeline,
   group: GPUBindGroup,
-  k: WgslKernel,
+  k: DriverKernel,
   dims: Dims,
-  program: WgslProgram,
+  program: DriverProgram,
 ): void {
   const n = Math.ceil(evalSym(k.workgroups.count, dims) / k.workgroups.per);
   if (n <= 0) return;
@@ -302,7 +349,7 @@ function dispatch(
 
 function createSession(
   device: GPUDevice,
-  program: WgslProgram,
+  program: DriverProgram,
   compiled: readonly { pipeline: GPUComputePipeline; layout: GPUBindGroupLayout }[],
   shared: ReadonlyMap<number, Storage>,
   dimsBuffer: GPUBuffer,
@@ -409,7 +456,7 @@ function createSession(
 
   /** Encodes the copy of an output's current elements to a mappable buffer; the returned
    *  function maps it and gives the values. */
-  function readback(encoder: GPUCommandEncoder, b: WgslBuffer): () => Promise<Output> {
+  function readback(encoder: GPUCommandEncoder, b: DriverBuffer): () => Promise<Output> {
     const shape = b.shape.map((d) =>
       evalSym(
         typeof d === "number"

@@ -238,17 +238,26 @@ export const STRUCTURAL: { readonly [O in StructuralOp]: OpDecl<O> } = {
   slice: {
     arity: 1,
     attrs: { axis: "int", start: "int", size: "int" },
+    // A negative start counts from the end of the axis (start −1, size 1: the last element), so a
+    // slice can end at a symbolic length; the slice may not run past the end either way.
     type: (a, [x]) => {
       const bad = checkAxis(a.axis, x.shape.length);
       if (bad) return bad;
       const d = x.shape[a.axis];
-      if (a.start < 0 || a.size < 0 || (typeof d === "number" && a.start + a.size > d))
-        return `[${a.start}, ${a.start + a.size}) is outside axis ${a.axis} of ${formatShape(x.shape)}`;
+      const end = a.start + a.size;
+      const outside =
+        a.size < 0 ||
+        (a.start >= 0
+          ? typeof d === "number" && end > d
+          : end > 0 || (typeof d === "number" && -a.start > d));
+      if (outside)
+        return `[${a.start}, ${end}) is outside axis ${a.axis} of ${formatShape(x.shape)}`;
       return { dtype: x.dtype, shape: x.shape.map((s, i) => (i === a.axis ? a.size : s)) };
     },
     eval: (a, [x], out, ctx) => {
       const len = x.shape[a.axis];
-      if (a.start + a.size > len)
+      const start = a.start < 0 ? len + a.start : a.start;
+      if (start < 0 || start + a.size > len)
         throw new RangeError(
           `${ctx.node}: slice [${a.start}, ${a.start + a.size}) past axis length ${len}`,
         );
@@ -257,7 +266,7 @@ export const STRUCTURAL: { readonly [O in StructuralOp]: OpDecl<O> } = {
       const res = ndarray(out);
       for (let o = 0; o < outer; o++)
         res.data.set(
-          x.data.subarray((o * len + a.start) * inner, (o * len + a.start + a.size) * inner),
+          x.data.subarray((o * len + start) * inner, (o * len + start + a.size) * inner),
           o * a.size * inner,
         );
       return res;

@@ -34,7 +34,7 @@ export interface Attrs {
   matmul: { transposeB: boolean }; // [..,M,K] × [..,K,N] (or [..,N,K] when transposeB)
   transpose: { perm: readonly number[] };
   reshape: { shape: Shape };
-  slice: { axis: number; start: number; size: number };
+  slice: { axis: number; start: number; size: number }; // start < 0 counts from the end
   gather: NoAttrs; // (table[V,..], ids i32[..]) → [..ids, ..]
   concat: { axis: number }; // (xs…) joined along the axis
   // neural-network ops

@@ -5,8 +5,11 @@
  *  k and v (lowered to one `attention_cached` kernel that reads the cached rows and appends the
  *  new ones: program.ts); everything else in the step then computes only the new positions.
  *
- *  Refused, with the node and the cause: an op that reduces, normalizes, softmaxes, slices,
- *  concatenates or contracts along T; a transpose or reshape that moves T; a value with T on two
+ *  A slice of the last position along T (start −1, size 1) is allowed too: the last of a step's
+ *  new positions is the last of all, and what follows it no longer has T.
+ *
+ *  Refused, with the node and the cause: an op that reduces, normalizes, softmaxes, slices
+ *  (otherwise), concatenates or contracts along T; a transpose or reshape that moves T; a value with T on two
  *  axes (scores [T,T], a causal mask over T); a gather from a table indexed by position; a
  *  non-causal self-attention, or one with a key mask; and a cache with no bound on T to size it. */
 import { assertNever } from "../errors.ts";
@@ -142,8 +145,12 @@ function stepAxis(
     case "reduce_sum":
     case "reduce_mean":
       return along(ax(ins[0]), n.attrs.axis, "reduces");
-    case "slice":
-      return along(ax(ins[0]), n.attrs.axis, "slices");
+    case "slice": {
+      // The last position (start −1, size 1): a step's last new position is the last of all.
+      const { axis: at, start, size } = n.attrs;
+      if (ax(ins[0]) === at && start === -1 && size === 1) return undefined;
+      return along(ax(ins[0]), at, "slices");
+    }
     case "concat":
       return along(aligned(ins), n.attrs.axis, "concatenates");
     case "matmul":

@@ -12,6 +12,7 @@ import {
   ONE,
   ZERO,
   symAdd,
+  symConst,
   symDiv,
   symEq,
   symMul,
@@ -54,10 +55,12 @@ export function isWhole(v: View, bufferShape: Shape): boolean {
   );
 }
 
+/** A negative start counts from the end of the axis: the view starts at `len + start`. */
 export function sliceView(v: View, axis: number, start: number, size: number): View {
+  const from = start < 0 ? symAdd(symOfDim(v.shape[axis]), symConst(start)) : symConst(start);
   return {
     buffer: v.buffer,
-    offset: symAdd(v.offset, symScale(v.strides[axis], start)),
+    offset: symAdd(v.offset, symMul(v.strides[axis], from)),
     shape: v.shape.map((d, i) => (i === axis ? size : d)),
     strides: v.strides,
   };

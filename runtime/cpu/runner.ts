@@ -1,15 +1,21 @@
 /** `--target ts`: the graph is optimized (the default passes, or those given), lowered to a
  *  Program, emitted as one TypeScript module (compiler/codegen/ts), loaded (load.ts) and run on
- *  the checkpoint's float32 weights. The same Runner as the reference path: `forward`, and
- *  `prefill` → incremental decoding with the KV cache when the program has one. Logits come back
- *  as float32 values in the Logits type's Float64Array. */
+ *  the checkpoint's float32 weights. The same Runner as the reference path: `forward` (every
+ *  position's logits), and `prefill` → incremental decoding with the KV cache when the program
+ *  has one, through a second module compiled from the decoding graph (runner.ts's
+ *  decodingGraph: the last position's logits only). Each module is emitted and loaded on first
+ *  use, so a process that only decodes (generate, the bench) never builds the forward's. Logits
+ *  come back as float32 values in the Logits type's Float64Array. */
 import { emitModule } from "../../compiler/codegen/ts/module.ts";
 import { KilnError } from "../../compiler/errors.ts";
 import type { NDArray } from "../../compiler/ir/ndarray.ts";
+import type { Graph } from "../../compiler/ir/graph.ts";
 import { lower } from "../../compiler/lower/lower.ts";
+import type { Program } from "../../compiler/lower/program.ts";
 import { runPipeline } from "../../compiler/passes/pipeline.ts";
 import type { Checkpoint } from "../checkpoint.ts";
 import {
+  decodingGraph,
   packInputs,
   type Decoding,
   type Logits,
@@ -28,9 +34,14 @@ function rethrow(m: CompiledModule, e: unknown): never {
   throw e;
 }
 
-export function tsRunner(ckpt: Checkpoint, options: RunnerOptions = {}): Runner {
-  const graph = runPipeline(ckpt.graph, options.passes, options.afterPass).graph;
-  const program = lower(graph);
+/** One Program emitted and loaded, with the weights its sessions share. */
+interface Compiled {
+  readonly mod: CompiledModule;
+  guard<T>(f: () => T): T;
+  newSession(): Session;
+}
+
+function compile(ckpt: Checkpoint, graph: Graph, program: Program): Compiled {
   const mod = loadModule(emitModule(program, { graph, source: ckpt.graph }));
   const weights = (name: string) => ckpt.weights.get(name)?.data;
   const guard = <T>(f: () => T): T => {
@@ -40,44 +51,67 @@ export function tsRunner(ckpt: Checkpoint, options: RunnerOptions = {}): Runner 
       return rethrow(mod, e);
     }
   };
-  const tensors = (inputs: ReadonlyMap<string, NDArray>, phases: readonly string[]): Tensor[] =>
-    mod.model.inputs
-      .filter((i) => phases.includes(i.phase))
-      .map((i) => {
-        const a = inputs.get(i.name)!;
-        return { shape: a.shape, data: a.data };
-      });
-  const logits = ([out]: readonly Output[]): Logits => {
-    const [rows, cols] = out.shape;
-    return { rows, cols, data: Float64Array.from(out.data) };
-  };
   // Sessions (the shared one, one per prefill) share the params and packed weights.
   let loaded: object | undefined;
   const newSession = (): Session => guard(() => mod.createSession((loaded ??= mod.load(weights))));
+  return { mod, guard, newSession };
+}
+
+/** The inputs the given phases take, in the module's order. */
+function tensors(
+  c: Compiled,
+  inputs: ReadonlyMap<string, NDArray>,
+  phases: readonly string[],
+): Tensor[] {
+  return c.mod.model.inputs
+    .filter((i) => phases.includes(i.phase))
+    .map((i) => {
+      const a = inputs.get(i.name)!;
+      return { shape: a.shape, data: a.data };
+    });
+}
+
+function logits([out]: readonly Output[]): Logits {
+  const [rows, cols] = out.shape;
+  return { rows, cols, data: Float64Array.from(out.data) };
+}
+
+export function tsRunner(ckpt: Checkpoint, options: RunnerOptions = {}): Runner {
+  const graph = runPipeline(ckpt.graph, options.passes, options.afterPass).graph;
+  const program = lower(graph);
+  const lastGraph = decodingGraph(graph);
+  const lastProgram = lower(lastGraph);
+  let fullModule: Compiled | undefined;
+  let lastModule: Compiled | undefined;
+  const full = () => (fullModule ??= compile(ckpt, graph, program));
+  const last = () => (lastModule ??= compile(ckpt, lastGraph, lastProgram));
   let shared: Session | undefined;
   return {
     model: ckpt.model,
     maxLength: ckpt.graph.bounds.get("T")?.max ?? Infinity,
     async forward(tokens, srcTokens) {
       const inputs = packInputs(ckpt.model, tokens, srcTokens);
-      shared ??= newSession();
-      const s = shared;
-      return logits(guard(() => s.run(tensors(inputs, ["source", "step"]))));
+      const c = full();
+      const s = (shared ??= c.newSession());
+      return logits(c.guard(() => s.run(tensors(c, inputs, ["source", "step"]))));
     },
-    ...(mod.model.kvCache
+    ...(lastProgram.kvCache.enabled
       ? {
           async prefill(
             tokens: readonly number[],
             srcTokens?: readonly number[],
           ): Promise<Decoding> {
-            const session = newSession();
             const inputs = packInputs(ckpt.model, tokens, srcTokens);
-            const first = logits(guard(() => session.run(tensors(inputs, ["source", "step"]))));
+            const c = last();
+            const session = c.newSession();
+            const first = logits(
+              c.guard(() => session.run(tensors(c, inputs, ["source", "step"]))),
+            );
             return {
               logits: first,
               step: async (next) => {
                 const packed = packInputs(ckpt.model, next, srcTokens);
-                return logits(guard(() => session.step(tensors(packed, ["step"]))));
+                return logits(c.guard(() => session.step(tensors(c, packed, ["step"]))));
               },
             };
           },

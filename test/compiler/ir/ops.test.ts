@@ -387,6 +387,35 @@ describe("structure", () => {
     expect(e.where).toContain("%slice");
   });
 
+  it("slice with a negative start counts from the end, also of a symbolic axis", () => {
+    const x = Array.from({ length: 12 }, (_, i) => i); // [3,4]
+    expectClose(
+      on([3, 4], x, (t) => p.slice(t, 0, -1, 1)),
+      nd([1, 4], [8, 9, 10, 11]),
+    );
+    expectClose(
+      on([3, 4], x, (t) => p.slice(t, 1, -3, 2)),
+      nd([3, 2], [1, 2, 5, 6, 9, 10]),
+    );
+    const g = build((m) => p.slice(m.input("x", "f32", ["T", 2]), 0, -1, 1));
+    expect(g.nodes.getNodeAttributes("slice").type.shape).toEqual([1, 2]);
+    for (const t of [1, 3])
+      expectClose(
+        exec(g, { x: nd([t, 2], x.slice(0, 2 * t)) })[0],
+        nd([1, 2], [2 * t - 2, 2 * t - 1]),
+      );
+    const bad = (shape: (number | string)[], start: number, size: number) => {
+      const m = new ModelBuilder("t");
+      return kilnError(() => p.slice(m.input("x", "f32", shape), 0, start, size), "dsl").detail;
+    };
+    expect(bad([3, 4], -1, 2)).toBe("slice: [-1, 1) is outside axis 0 of [3,4]"); // past the end
+    expect(bad([3, 4], -4, 1)).toBe("slice: [-4, -3) is outside axis 0 of [3,4]"); // before 0
+    expect(bad(["T", 4], -1, 2)).toBe("slice: [-1, 1) is outside axis 0 of [T,4]");
+    // Before the start of a symbolic axis that turns out too short: an input error at run time.
+    const g2 = build((mm) => p.slice(mm.input("x", "f32", ["T", 2]), 0, -2, 1));
+    expect(kilnError(() => exec(g2, { x: nd([1, 2], [0, 1]) }), "input").where).toContain("%slice");
+  });
+
   it("gather picks rows: (table[V,C], ids[..]) → [..ids, C]", () => {
     const g = build((m) => p.gather(m.param("table", [4, 2]), m.input("ids", "i32", [2, 2])));
     const table = nd([4, 2], [0, 1, 10, 11, 20, 21, 30, 31]);

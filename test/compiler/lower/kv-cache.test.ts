@@ -1,17 +1,19 @@
 /** The KV cache: when lowering keeps one, a prefill followed by steps (of one position or
  *  several) gives exactly the logits of a full forward over the whole sequence; each cached
  *  attention is one kernel that also appends to its caches; the source phase runs once per
- *  source; and a graph that mixes positions any other way is cache-less, saying where and why. */
+ *  source; the decoding graph (the last-position pass) keeps the cache and gives each call's last
+ *  row; and a graph that mixes positions any other way is cache-less, saying where and why. */
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { KilnError } from "../../../compiler/errors.ts";
-import type { Graph } from "../../../compiler/ir/graph.ts";
+import { nodeData, type Graph } from "../../../compiler/ir/graph.ts";
 import { ndarray, type NDArray } from "../../../compiler/ir/ndarray.ts";
 import { parseGraph } from "../../../compiler/ir/parse.ts";
 import { createSession } from "../../../compiler/lower/execute.ts";
 import { lower } from "../../../compiler/lower/lower.ts";
 import { printProgram } from "../../../compiler/lower/print.ts";
 import { kernelsOf, writesOf, type Program } from "../../../compiler/lower/program.ts";
+import { lastPosition } from "../../../compiler/passes/last-position.ts";
 import { runPipeline } from "../../../compiler/passes/pipeline.ts";
 import { randomFeeds, relError } from "../../helpers/feeds.ts";
 import { fuseAttentionByHand, gpt2Graph, seq2seqGraph } from "./models.ts";
@@ -78,6 +80,38 @@ function expectIncremental(g: Graph, chunks: readonly number[], tol = 0): void {
 
 const ones = (n: number): number[] => Array<number>(n).fill(1);
 
+/** The decoding graph (last-position after `g`): prefill `chunks[0]` positions, then one step per
+ *  further chunk; each call's outputs over T are the full forward's row at that call's last
+ *  position (`g`'s outputs over T have T on axis 0). Exact, as expectIncremental. */
+function expectLastIncremental(g: Graph, chunks: readonly number[]): void {
+  const t = chunks.reduce((a, b) => a + b, 0);
+  const bindings = new Map([
+    ["T", t],
+    ["S", 6],
+  ]);
+  const feeds = randomFeeds(g, bindings, t);
+  const full = createSession(lower(g), feeds.param).run(feeds.inputs);
+  const p = lower(lastPosition.run(g).graph);
+  expect(p.kvCache.enabled).toBe(true);
+  const s = createSession(p, feeds.param);
+  let at = 0;
+  chunks.forEach((n, i) => {
+    const ins = rows(feeds.inputs, p, at, at + n);
+    const got = i === 0 ? s.run(new Map([...sources(feeds.inputs, p), ...ins])) : s.step(ins);
+    at += n;
+    full.forEach((want, o) => {
+      if (nodeData(g, g.outputs[o]).type.shape[0] !== "T") return;
+      const row = want.data.length / want.shape[0];
+      const last = ndarray(
+        [1, ...want.shape.slice(1)],
+        want.data.subarray((at - 1) * row, at * row),
+      );
+      expect(got[o].shape).toEqual(last.shape);
+      expect(relError(got[o], last)).toBe(0);
+    });
+  });
+}
+
 const FUSED = [
   ["gpt2, attention fused by hand", () => fuseAttentionByHand(gpt2Graph())],
   ["seq2seq, attention fused by hand", () => fuseAttentionByHand(seq2seqGraph())],
@@ -103,6 +137,12 @@ describe.each(FUSED)("%s", (_name, make) => {
 
   it("a prefill of the whole context (P = 0 throughout)", () => {
     expectIncremental(g, [16]);
+  });
+
+  it("the decoding graph (last position only) keeps the cache: each call's last row", () => {
+    expectLastIncremental(g, [3, ...ones(4)]);
+    expectLastIncremental(g, [2, 3, 1, 4]);
+    expectLastIncremental(g, ones(16));
   });
 
   it("caches every causal self-attention in one kernel that reads k, v in place and appends", () => {
@@ -253,6 +293,16 @@ ${body}
     ).toBe("%s (<ir>:3): reduce_sum: it reduces along T, which mixes positions");
   });
 
+  it("a slice along T, except of the last position", () => {
+    const text = graph(
+      `  %y = slice(%x) {axis=0, start=-2, size=1} : f32[1,4]\n  return %y`,
+      "f32[1,4]",
+    );
+    expect(reason(text)).toBe("%y (<ir>:3): slice: it slices along T, which mixes positions");
+    expect(reason(text.replace("start=-2", "start=-1"))).toBe("enabled");
+    expect(reason(text.replace("start=-2", "start=0"))).toMatch(/it slices along T/);
+  });
+
   it("a transpose that moves T", () => {
     expect(
       reason(graph(`  %y = transpose(%x) {perm=[1,0]} : f32[4,T]\n  return %y`, "f32[4,T]")),
@@ -333,6 +383,21 @@ describe("random graphs with a cache", () => {
         cached++;
         const first = 1 + (recipe.length % (t - 1));
         expectIncremental(g, [first, ...ones(t - first)]);
+      }),
+      { numRuns: 150, seed: 5 },
+    );
+    expect(cached).toBeGreaterThan(30);
+  });
+
+  it("their decoding graphs (last position only): each call's last row", () => {
+    let cached = 0;
+    fc.assert(
+      fc.property(recipeArb, fc.boolean(), fc.integer({ min: 2, max: 6 }), (recipe, src, t) => {
+        const g = runPipeline(buildRandomGraph(recipe, src)).graph;
+        if (!lower(g).kvCache.enabled) return;
+        cached++;
+        const first = 1 + (recipe.length % (t - 1));
+        expectLastIncremental(g, [first, ...ones(t - first)]);
       }),
       { numRuns: 150, seed: 5 },
     );

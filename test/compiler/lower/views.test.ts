@@ -54,6 +54,15 @@ describe("views", () => {
     });
   });
 
+  it("slice the last position (a negative start) at an offset that depends on T", () => {
+    expect(show(sliceView(qkv, 0, -1, 1))).toEqual({
+      shape: [1, 72],
+      offset: "-72 + 72*T",
+      strides: ["72", "1"],
+    });
+    expect(show(sliceView(sliceView(qkv, 1, 24, 24), 0, -2, 1))!.offset).toBe("-120 + 72*T");
+  });
+
   it("split heads of a strided third: reshape then transpose", () => {
     const k = sliceView(qkv, 1, 24, 24);
     const heads = transposeView(reshapeView(k, ["T", 3, 8])!, [1, 0, 2]);

@@ -1,5 +1,6 @@
 /** `--target ts` through makeRunner: the same logits as the reference runner on a fixture (within
- *  float32 rounding), KV-cache decoding equal to a full forward, and errors as KilnErrors. */
+ *  float32 rounding), KV-cache decoding (last position only) equal to the last row of a full
+ *  forward, the same greedy tokens, and errors as KilnErrors. */
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { KilnError } from "../../../compiler/errors.ts";
@@ -38,19 +39,46 @@ describe.each([
     expect(worst(a, b)).toBeLessThanOrEqual(1e-5);
   });
 
-  it("decodes with the KV cache exactly as full forwards do", async () => {
+  /** Row r of a forward's logits, as a one-row Logits. */
+  const row = (l: Logits, r: number): Logits => ({
+    rows: 1,
+    cols: l.cols,
+    data: l.data.subarray(r * l.cols, (r + 1) * l.cols),
+  });
+
+  it("decodes with the KV cache: the last row of full forwards, exactly", async () => {
     const d = await ts.prefill!(tokens.slice(0, 2), src);
     let full = await ts.forward(tokens.slice(0, 2), src);
-    expect(worst(d.logits, full)).toBe(0);
+    expect([d.logits.rows, d.logits.cols]).toEqual([1, full.cols]);
+    expect(worst(d.logits, row(full, 1))).toBe(0);
     for (let t = 3; t <= tokens.length; t++) {
       const step = await d.step([tokens[t - 1]]);
       full = await ts.forward(tokens.slice(0, t), src);
-      const last = { rows: 1, cols: full.cols, data: full.data.subarray((t - 1) * full.cols) };
-      expect(worst(step, last)).toBe(0);
+      expect([step.rows, step.cols]).toEqual([1, full.cols]);
+      expect(worst(step, row(full, t - 1))).toBe(0);
     }
-    expect(await generate(ts, tokens, src, { maxNewTokens: 4 })).toEqual(
-      await generate(ref, tokens, src, { maxNewTokens: 4 }),
-    );
+  });
+
+  it("prefill and steps give the last row only, as the reference runner's", async () => {
+    const a = await ts.prefill!(tokens, src);
+    const b = await ref.prefill!(tokens, src);
+    const full = await ref.forward(tokens, src);
+    expect([a.logits.rows, b.logits.rows]).toEqual([1, 1]);
+    expect(worst(b.logits, row(full, tokens.length - 1))).toBeLessThanOrEqual(1e-12);
+    expect(worst(a.logits, b.logits)).toBeLessThanOrEqual(1e-5);
+    const [sa, sb] = [await a.step([4, 6]), await b.step([4, 6])];
+    const longer = await ref.forward([...tokens, 4, 6], src);
+    expect([sa.rows, sb.rows]).toEqual([1, 1]);
+    expect(worst(sb, row(longer, tokens.length + 1))).toBeLessThanOrEqual(1e-12);
+    expect(worst(sa, sb)).toBeLessThanOrEqual(1e-5);
+  });
+
+  it("generates the reference runner's greedy tokens, and those of cache-less forwards", async () => {
+    const want = await generate(ref, tokens, src, { maxNewTokens: 4 });
+    expect(await generate(ts, tokens, src, { maxNewTokens: 4 })).toEqual(want);
+    // Without prefill, generate falls back to a full forward per token (every row computed).
+    const noCache: Runner = { model: ts.model, maxLength: ts.maxLength, forward: ts.forward };
+    expect(await generate(noCache, tokens, src, { maxNewTokens: 4 })).toEqual(want);
   });
 
   it("reports inputs past the context as input errors", async () => {

@@ -2,8 +2,11 @@
  *  Program, emitted as WGSL kernels (compiler/codegen/wgsl) against the device's own limits, and
  *  run by the WebGPU runtime (session.ts) on the process's shared device (device.ts). The same
  *  Runner as the other targets: `forward`, and `prefill` → incremental decoding with the KV
- *  cache on the GPU when the program has one. Logits come back as float32 values. */
-import { emitWgsl } from "../../compiler/codegen/wgsl/program.ts";
+ *  cache on the GPU, through the decoding program (runtime/runner.ts decodingGraph: the last
+ *  position's logits only, so a step reads back one row). Each program is compiled and its
+ *  weights uploaded on first use: generation never builds the all-positions one. Logits come
+ *  back as float32 values. */
+import { emitWgsl, type WgslProgram } from "../../compiler/codegen/wgsl/program.ts";
 import type { Limits } from "../../compiler/codegen/wgsl/limits.ts";
 import { KilnError } from "../../compiler/errors.ts";
 import type { NDArray } from "../../compiler/ir/ndarray.ts";
@@ -11,9 +14,22 @@ import { lower } from "../../compiler/lower/lower.ts";
 import type { Program } from "../../compiler/lower/program.ts";
 import { runPipeline } from "../../compiler/passes/pipeline.ts";
 import type { Checkpoint } from "../checkpoint.ts";
-import { packInputs, type Logits, type Runner, type RunnerOptions } from "../runner.ts";
+import {
+  decodingGraph,
+  packInputs,
+  type Logits,
+  type Runner,
+  type RunnerOptions,
+} from "../runner.ts";
 import { sharedGpu } from "./device.ts";
-import { loadModel, WebGpuError, type Output, type Tensor, type WebGpuSession } from "./session.ts";
+import {
+  loadModel,
+  WebGpuError,
+  type Output,
+  type Tensor,
+  type WebGpuModel,
+  type WebGpuSession,
+} from "./session.ts";
 
 /** A runtime error as a KilnError (the CLI prints it as such). */
 function rethrow(e: unknown): never {
@@ -50,15 +66,21 @@ export async function wgslRunner(
 ): Promise<Runner> {
   const gpu = await sharedGpu();
   const graph = runPipeline(ckpt.graph, options.passes, options.afterPass).graph;
-  const program = lower(graph);
-  const wgsl = emitWgsl(program, {
-    limits: options.limits ?? gpu.limits,
-    graph,
-    source: ckpt.graph,
-  });
-  const model = await guard(() =>
-    loadModel(gpu.device, wgsl, (name) => ckpt.weights.get(name)?.data),
-  );
+  const limits = options.limits ?? gpu.limits;
+  // Both programs are emitted now, so a kernel that does not fit the limits fails here.
+  const build = (g: typeof graph) => {
+    const program = lower(g);
+    return { program, wgsl: emitWgsl(program, { limits, graph: g, source: ckpt.graph }) };
+  };
+  const full = build(graph);
+  const decoding = full.program.kvCache.enabled ? build(decodingGraph(graph)) : undefined;
+  const weights = (name: string) => ckpt.weights.get(name)?.data;
+  const models = new Map<object, Promise<WebGpuModel>>();
+  const modelOf = (b: { wgsl: WgslProgram }): Promise<WebGpuModel> => {
+    let m = models.get(b);
+    if (!m) models.set(b, (m = guard(() => loadModel(gpu.device, b.wgsl, weights))));
+    return m;
+  };
   const logits = ([out]: readonly Output[]): Logits => {
     const [rows, cols] = out.shape;
     return { rows, cols, data: Float64Array.from(out.data) };
@@ -69,21 +91,24 @@ export async function wgslRunner(
     maxLength: ckpt.graph.bounds.get("T")?.max ?? Infinity,
     async forward(tokens, srcTokens) {
       const inputs = packInputs(ckpt.model, tokens, srcTokens);
-      shared ??= model.createSession();
+      shared ??= (await modelOf(full)).createSession();
       const s = shared;
-      return logits(await guard(() => s.run(tensors(program, inputs, false))));
+      return logits(await guard(() => s.run(tensors(full.program, inputs, false))));
     },
-    ...(wgsl.kvCache.enabled
+    ...(decoding?.wgsl.kvCache.enabled
       ? {
           async prefill(tokens: readonly number[], srcTokens?: readonly number[]) {
-            const session = model.createSession();
             const inputs = packInputs(ckpt.model, tokens, srcTokens);
-            const first = logits(await guard(() => session.run(tensors(program, inputs, false))));
+            const session = (await modelOf(decoding)).createSession();
+            const run = () => session.run(tensors(decoding.program, inputs, false));
+            const first = logits(await guard(run));
             return {
               logits: first,
               step: async (next: readonly number[]) => {
                 const packed = packInputs(ckpt.model, next, srcTokens);
-                return logits(await guard(() => session.step(tensors(program, packed, true))));
+                return logits(
+                  await guard(() => session.step(tensors(decoding.program, packed, true))),
+                );
               },
             };
           },

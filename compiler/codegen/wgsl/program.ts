@@ -66,7 +66,13 @@ export interface WgslProgram {
   readonly bounds: Program["bounds"];
   readonly seqDim: string | null;
   readonly kvCache:
-    | { readonly enabled: true; readonly past: string; readonly capacity: number }
+    | {
+        readonly enabled: true;
+        readonly past: string;
+        /** Positions a session may hold (cached + new ≤ capacity): the cache buffers' rows, or
+         *  Number.MAX_SAFE_INTEGER when nothing is cached (no attention), as P then bounds nothing. */
+        readonly capacity: number;
+      }
     | { readonly enabled: false; readonly reason: string };
   readonly limits: Limits;
 }
@@ -166,7 +172,7 @@ export function emitWgsl(p: Program, o: WgslOptions = {}): WgslProgram {
     bounds: p.bounds,
     seqDim: p.seqDim ?? null,
     kvCache: kv.enabled
-      ? { enabled: true, past: kv.past, capacity: kv.capacity ?? 0 }
+      ? { enabled: true, past: kv.past, capacity: kv.capacity ?? Number.MAX_SAFE_INTEGER }
       : { enabled: false, reason: kv.reason },
     limits,
   };

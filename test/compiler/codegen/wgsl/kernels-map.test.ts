@@ -240,6 +240,24 @@ describe.skipIf(!gpu)("wgsl map family", () => {
     const [, , r2] = await check(p, { x: randn([1, 4], 3) }, { tol: 1e-6 }, "step");
     expect(Array.from(r2.data)).toEqual([5]);
   });
+  it("KV-cache steps with nothing cached and T unbounded: P bounds nothing, steps run", async () => {
+    const text = `graph @t(%x: f32[T,4]) -> (f32[T,6], i32[T]) {
+  %r = range() {start=0, size=T} : i32[T]
+  %p = sinusoidal(%r) {dim=6} : f32[T,6]
+  return %p, %r
+}`;
+    const p = await pairOf(text);
+    expect(p.program.kvCache).toMatchObject({ enabled: true, entries: [], capacity: undefined });
+    await check(p, { x: randn([2, 4], 1) });
+    for (const [t, at] of [
+      [3, 2],
+      [8, 5],
+      [8, 13],
+    ]) {
+      const [, r] = await check(p, { x: randn([t, 4], t) }, {}, "step");
+      expect(r.data[0]).toBe(at);
+    }
+  });
 });
 
 describe.skipIf(!gpu)("wgsl gather", () => {

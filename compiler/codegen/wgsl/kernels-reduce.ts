@@ -39,6 +39,9 @@ import { symNumber, symOfDim, symProduct, type SymInt } from "../../lower/sym.ts
 import { renderExpr, renderNumber } from "../expr-source.ts";
 import { coalesce } from "../ts/source.ts";
 import { atom, NEG_BIG, plus, u32, type WgslKernel, type WgslScope } from "./kernel.ts";
+
+/** Values at or below this are the −∞ sentinel (see softmax). */
+const HIDDEN = "-1.7e38";
 import { outputView } from "./kernels-map.ts";
 
 type Body<K extends KernelBody["kind"]> = Extract<KernelBody, { kind: K }>;
@@ -150,9 +153,22 @@ export function softmax(s: WgslScope, b: Body<"softmax">, doc: readonly string[]
     ...(b.causal ? ["k + tq <= q + n"] : []),
     ...(b.masked ? [isZero(s, mask.buffer, s.read(mask.buffer, plus("m_at", "k", sm)))] : []),
   ];
-  const value = `${readF32(s, x.buffer, plus("x_at", "k", sx))}${scale}`;
-  const ifVisible = (lines: string[]): string[] =>
-    visible.length ? [`if (${visible.join(" && ")}) {`, ...lines.map((l) => `  ${l}`), `}`] : lines;
+  const raw = readF32(s, x.buffer, plus("x_at", "k", sx));
+  const value = `xk${scale}`;
+  // A value at or below half the f32 range is the −∞ sentinel (causal_mask and masked_fill write
+  // NEG_BIG where the reference writes −∞): hidden too, so a row of sentinels gives zeros as the
+  // reference's row of −∞ does. NaN stays visible (`!(x <= …)`), as it propagates there.
+  const ifVisible = (lines: string[]): string[] => {
+    const inner = [
+      `let xk = ${raw};`,
+      `if (!(xk <= ${HIDDEN})) {`,
+      ...lines.map((l) => `  ${l}`),
+      `}`,
+    ];
+    return visible.length
+      ? [`if (${visible.join(" && ")}) {`, ...inner.map((l) => `  ${l}`), `}`]
+      : inner;
+  };
   const decls = [s.workgroupArray("red_m", "f32", size), s.workgroupArray("red_l", "f32", size)];
   const body = [
     `if (wg >= ${atom(s.sym(rows))}) {`,

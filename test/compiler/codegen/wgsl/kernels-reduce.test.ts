@@ -252,4 +252,26 @@ describe.skipIf(!gpu)("wgsl row_reduction", () => {
       for (let j = 0; j < s; j++)
         if (j > i + (s - t) || j === 1) expect(got[0].data[i * s + j]).toBe(0);
   });
+
+  it("the −∞ sentinel of an unfused causal_mask or masked_fill hides: fully hidden rows give zeros", async () => {
+    // Tq > Tk: the first rows see no key at all.
+    const text = `graph @t(%x: f32[T,S], %m: i32[T,S]) -> (f32[T,S], f32[T,S]) {
+  %c = causal_mask(%x) : f32[T,S]
+  %p = softmax(%c) {axis=1} : f32[T,S]
+  %f = masked_fill(%x, %m) {value=-inf} : f32[T,S]
+  %q = softmax(%f) {axis=1} : f32[T,S]
+  return %p, %q
+}`;
+    const [t, k] = [5, 3];
+    const m = nd(
+      [t, k],
+      Array.from({ length: t * k }, (_, n) => (Math.floor(n / k) === 1 ? 1 : n % 2)),
+    );
+    const { got } = await check(text, {
+      x: randn([t, k], 3, 2),
+      m: ndarray([t, k], Int32Array.from(m.data)),
+    });
+    expect(Array.from(got[0].data.subarray(0, 2 * k))).toEqual(Array(2 * k).fill(0));
+    expect(Array.from(got[1].data.subarray(k, 2 * k))).toEqual([0, 0, 0]);
+  });
 });

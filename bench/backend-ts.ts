@@ -2,6 +2,11 @@
  *  runtime/runner.ts's `ts` target (the default passes, lowered, emitted by compiler/codegen/ts,
  *  run on float32 weights), with its KV cache.
  *
+ *  Every figure runs the runner's decoding program (runtime/runner.ts decodingGraph): logits for
+ *  the last position only, as tfjs computes them. The no-cache forward is a prefill into a fresh
+ *  session (an empty cache: every position recomputed), not `runner.forward`, which computes
+ *  every position's logits and would compile and pack a second module.
+ *
  *  The runner's Decoding cannot rewind: a session's cache only grows. So `cache.rewind(n)` starts
  *  a fresh session and prefills it with the first n tokens of the last prompt; the harness calls
  *  rewind untimed before every timed step, so each decode sample is one `step` of one token on a
@@ -97,11 +102,14 @@ export async function create(ctx: BackendContext): Promise<Backend> {
     description:
       "kiln's generated TypeScript kernels (runtime/runner.ts target ts, float32, default passes)",
     notes: [
-      "ts: prefill and the no-cache forward compute logits for every position (tfjs: the last one only)",
+      "ts: prefill, steps and the no-cache forward compute the last position's logits only, as tfjs (the decoding program: the last-position pass)",
+      "ts: the no-cache forward is a prefill of all 256 tokens into a fresh session (its cache is filled and dropped)",
       "ts: the cache cannot rewind; each decode sample is one step on a fresh, untimed prefill of 255 tokens",
     ],
     prefill,
-    forwardNoCache: async (tokens) => lastRow(await runner.forward(tokens)),
+    // A fresh session from an empty cache recomputes every position: the no-cache forward, with
+    // the decoding program (last position's logits), as tfjs's forward(tokens, null, lastOnly).
+    forwardNoCache: async (tokens) => lastRow((await prefillRunner(tokens)).logits),
     cache,
     matmul: tsMatmul,
   };

@@ -1,7 +1,12 @@
 /** A checkpoint folder: config.json + model.safetensors. Loading detects the model, builds its
  *  graph, and matches every tensor in the file to a param of the graph by name: a missing,
  *  unexpected or mis-shaped tensor is an error naming the tensor and both shapes. Known
- *  non-parameter buffers are accepted and ignored. */
+ *  non-parameter buffers are accepted and ignored.
+ *
+ *  The file is stamped when it is read (size, modification time, inode): `weightRereader` reads
+ *  single params again later — for a consumer that let go of the arrays to save memory (the ts
+ *  runner) — and refuses if the stamp changed, so a rewritten file never mixes into a model. */
+import { statSync } from "node:fs";
 import { join } from "node:path";
 import { fail } from "../compiler/errors.ts";
 import type { Graph } from "../compiler/ir/graph.ts";
@@ -24,6 +29,14 @@ export interface Checkpoint {
   readonly graph: Graph;
   /** By param name, as the graph's `param` nodes name them. */
   readonly weights: ReadonlyMap<string, Weight>;
+  /** model.safetensors as it was when read (weightRereader compares it). */
+  readonly stamp?: FileStamp;
+}
+
+export interface FileStamp {
+  readonly size: number;
+  readonly mtimeMs: number;
+  readonly ino: number;
 }
 
 /** How a model's checkpoint names relate to its params. */
@@ -66,24 +79,32 @@ function seq2seqMaxLen(t: LoadedTensor | undefined, file: string): number | unde
   return t.shape[0];
 }
 
-export function loadCheckpoint(dir: string): Checkpoint {
-  modelFromConfig(dir); // config.json is checked before the (large) weights file is read
-  const file = join(dir, "model.safetensors");
-  const st = readSafetensorsFile(file);
-  const model = modelFromConfig(
-    dir,
-    seq2seqMaxLen(st.tensors.get("positional_encoding.pos_embedding"), file),
-  );
-  const graph = buildCheckpointGraph(model);
-  const want = paramShapes(graph);
-  const layout = LAYOUTS[model.kind];
+/** undefined when the file cannot be looked at (gone, say). */
+function stampOf(file: string): FileStamp | undefined {
+  try {
+    const { size, mtimeMs, ino } = statSync(file);
+    return { size, mtimeMs, ino };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Matches the file's tensors to the graph's params: each tensor a param of the right shape, at
+ *  most once. Missing params are the caller's to check. */
+function matchTensors(
+  tensors: ReadonlyMap<string, LoadedTensor>,
+  want: ReadonlyMap<string, readonly number[]>,
+  layout: Layout,
+  kind: string,
+  file: string,
+): Map<string, Weight> {
   const weights = new Map<string, Weight>();
-  for (const [name, t] of st.tensors) {
+  for (const [name, t] of tensors) {
     const param = layout.paramOf(name);
     if (param === null) continue;
     const shape = want.get(param);
     if (!shape)
-      fail("checkpoint", file, `tensor "${name}": unexpected (not a parameter of ${model.kind})`);
+      fail("checkpoint", file, `tensor "${name}": unexpected (not a parameter of ${kind})`);
     if (weights.has(param))
       fail("checkpoint", file, `tensor "${name}": stored twice (with and without a prefix)`);
     if (formatShape(t.shape) !== formatShape(shape))
@@ -94,6 +115,22 @@ export function loadCheckpoint(dir: string): Checkpoint {
       );
     weights.set(param, { shape: t.shape, data: t.data });
   }
+  return weights;
+}
+
+export function loadCheckpoint(dir: string): Checkpoint {
+  modelFromConfig(dir); // config.json is checked before the (large) weights file is read
+  const file = join(dir, "model.safetensors");
+  const st = readSafetensorsFile(file);
+  const stamp = stampOf(file);
+  const model = modelFromConfig(
+    dir,
+    seq2seqMaxLen(st.tensors.get("positional_encoding.pos_embedding"), file),
+  );
+  const graph = buildCheckpointGraph(model);
+  const want = paramShapes(graph);
+  const layout = LAYOUTS[model.kind];
+  const weights = matchTensors(st.tensors, want, layout, model.kind, file);
   for (const [param, shape] of want)
     if (!weights.has(param))
       fail(
@@ -101,5 +138,34 @@ export function loadCheckpoint(dir: string): Checkpoint {
         file,
         `tensor "${param}": missing (the model needs f32${formatShape(shape)})`,
       );
-  return { dir, model, graph, weights };
+  return { dir, model, graph, weights, ...(stamp ? { stamp } : {}) };
+}
+
+/** A function that reads one param of `ckpt` again from its file, refusing (a KilnError) when the
+ *  file is no longer the one loadCheckpoint read; undefined for a checkpoint without a stamp. It
+ *  holds no reference to `ckpt` or its weights: only the folder, the stamp and the params'
+ *  shapes. */
+export function weightRereader(ckpt: Checkpoint): ((param: string) => Weight) | undefined {
+  const file = join(ckpt.dir, "model.safetensors");
+  const { stamp, model } = ckpt;
+  if (stamp === undefined) return undefined;
+  const want = paramShapes(ckpt.graph);
+  const layout = LAYOUTS[model.kind];
+  return (param) => {
+    const now = stampOf(file);
+    if (
+      now === undefined ||
+      now.size !== stamp.size ||
+      now.mtimeMs !== stamp.mtimeMs ||
+      now.ino !== stamp.ino
+    )
+      fail(
+        "checkpoint",
+        file,
+        `changed or gone since it was loaded (read again for tensor "${param}"); load the checkpoint again`,
+      );
+    const st = readSafetensorsFile(file, (name) => layout.paramOf(name) === param);
+    const w = matchTensors(st.tensors, want, layout, model.kind, file).get(param);
+    return w ?? fail("checkpoint", file, `tensor "${param}": missing`);
+  };
 }

@@ -35,42 +35,52 @@ type Bad = (detail: string) => never;
 
 const LITTLE_ENDIAN_HOST = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
-/** `raw` is a fresh copy (offset 0, so aligned); the host is little-endian. */
-export function toFloat32(raw: Uint8Array, dtype: SafetensorsDType, bad: Bad): Float32Array {
+/** `raw` starts at an offset aligned for the dtype (a fresh buffer is); the host is
+ *  little-endian. F32 comes back as a view of raw's bytes, every other dtype as a new array.
+ *  `first` is the index of raw's first element in its tensor, for the messages: a tensor may be
+ *  converted in pieces. */
+export function toFloat32(
+  raw: Uint8Array,
+  dtype: SafetensorsDType,
+  bad: Bad,
+  first = 0,
+): Float32Array {
   if (!LITTLE_ENDIAN_HOST) bad("kiln reads safetensors on little-endian hosts only");
-  const b = raw.buffer;
+  const view = <T>(C: new (b: ArrayBufferLike, at: number, n: number) => T, bytes: number): T =>
+    new C(raw.buffer, raw.byteOffset, raw.byteLength / bytes);
   switch (dtype) {
     case "F32":
-      return new Float32Array(b);
+      return view(Float32Array, 4);
     case "F64":
       return exactly(
-        new Float64Array(b),
+        view(Float64Array, 8),
         (v, f) => !Number.isFinite(v) || Number.isFinite(f),
         bad,
         OUT_OF_F32_RANGE,
+        first,
       );
     case "F16":
-      return f16ToF32(new Uint16Array(b));
+      return f16ToF32(view(Uint16Array, 2));
     case "BF16":
-      return bf16ToF32(new Uint16Array(b));
+      return bf16ToF32(view(Uint16Array, 2));
     case "BOOL":
-      return exactly(raw, (v) => v <= 1, bad, "a BOOL byte must be 0 or 1");
+      return exactly(raw, (v) => v <= 1, bad, "a BOOL byte must be 0 or 1", first);
     case "U8":
       return Float32Array.from(raw);
     case "I8":
-      return Float32Array.from(new Int8Array(b));
+      return Float32Array.from(view(Int8Array, 1));
     case "U16":
-      return Float32Array.from(new Uint16Array(b));
+      return Float32Array.from(view(Uint16Array, 2));
     case "I16":
-      return Float32Array.from(new Int16Array(b));
+      return Float32Array.from(view(Int16Array, 2));
     case "U32":
-      return exactly(new Uint32Array(b), (v, f) => v === f, bad, NOT_AN_F32);
+      return exactly(view(Uint32Array, 4), (v, f) => v === f, bad, NOT_AN_F32, first);
     case "I32":
-      return exactly(new Int32Array(b), (v, f) => v === f, bad, NOT_AN_F32);
+      return exactly(view(Int32Array, 4), (v, f) => v === f, bad, NOT_AN_F32, first);
     case "U64":
-      return exactly(new BigUint64Array(b), (v, f) => BigInt(f) === v, bad, NOT_AN_F32);
+      return exactly(view(BigUint64Array, 8), (v, f) => BigInt(f) === v, bad, NOT_AN_F32, first);
     case "I64":
-      return exactly(new BigInt64Array(b), (v, f) => BigInt(f) === v, bad, NOT_AN_F32);
+      return exactly(view(BigInt64Array, 8), (v, f) => BigInt(f) === v, bad, NOT_AN_F32, first);
     case "F4":
     case "F6_E2M3":
     case "F6_E3M2":
@@ -95,12 +105,13 @@ function exactly<T extends number | bigint>(
   ok: (v: T, f: number) => boolean,
   bad: Bad,
   why: string,
+  first: number,
 ): Float32Array {
   const out = new Float32Array(src.length);
   for (let i = 0; i < src.length; i++) {
     const v = src[i];
     const f = Math.fround(Number(v));
-    if (!ok(v, f)) bad(`element ${i} is ${v}: ${why}`);
+    if (!ok(v, f)) bad(`element ${first + i} is ${v}: ${why}`);
     out[i] = f;
   }
   return out;

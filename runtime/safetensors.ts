@@ -20,10 +20,17 @@
  *    (integers up to 2^24 always are; position-id buffers load); otherwise an error naming the
  *    tensor and the element. A BOOL byte other than 0 or 1 is an error.
  *  - F8_*, F6_*, F4 and C64 are refused: kiln loads real float and integer tensors only.
- *  Data may sit at any byte offset in the file; it is copied out before it is viewed as floats. */
+ *
+ *  Reading: the bytes come from a ByteSource, which reads a range of the file into a buffer the
+ *  reader gives it. readSafetensorsFile never holds the file whole: it reads the 8-byte length,
+ *  then the header (its length checked against the limit and the file size before the buffer is
+ *  made), then each tensor from the file descriptor straight into the tensor's own array — one
+ *  copy for F32 — or, for a dtype that converts, in pieces of READ_CHUNK_BYTES through a small
+ *  buffer. Peak memory is the tensors themselves plus one piece; files over 2 GiB load. Data
+ *  may sit at any byte offset in the file: every read lands in a fresh, aligned buffer. */
 
-import { readFileSync } from "node:fs";
-import { fail } from "../compiler/errors.ts";
+import { closeSync, fstatSync, openSync, readSync } from "node:fs";
+import { fail, KilnError } from "../compiler/errors.ts";
 import { toBf16Bits, toF16Bits } from "./half-float.ts";
 import { DTYPE_BITS, toFloat32, type SafetensorsDType } from "./safetensors-dtype.ts";
 import { parseStrictJson, type JsonError, type JsonValue } from "./strict-json.ts";
@@ -64,40 +71,125 @@ interface TensorEntry {
   readonly end: bigint;
 }
 
-export function readSafetensorsFile(path: string): Safetensors {
-  let bytes: Uint8Array;
-  try {
-    bytes = readFileSync(path);
-  } catch (e) {
+/** A file's bytes, read a range at a time. */
+export interface ByteSource {
+  /** Its length in bytes. */
+  readonly size: number;
+  /** Fills `into` with the bytes at [position, position + into.length), which lie in the file. */
+  read(into: Uint8Array, position: number): void;
+}
+
+/** Tensors that convert (every dtype but F32) are read and converted this many bytes at a time. */
+export const READ_CHUNK_BYTES = 1 << 20;
+/** One readSync reads at most this much (Node refuses lengths of 2 GiB and more). */
+const MAX_READ_BYTES = 1 << 30;
+
+/** Which tensors to read (the header is validated whole either way); default: all. */
+export type TensorFilter = (name: string) => boolean;
+
+/** Reads the file a tensor at a time from its descriptor; it is never held whole. */
+export function readSafetensorsFile(path: string, only?: TensorFilter): Safetensors {
+  const cannot = (e: unknown): never => {
     const code = e instanceof Error && "code" in e ? String(e.code) : "";
     if (code === "ENOENT") fail("safetensors", path, "file not found");
     if (code === "EISDIR")
       fail("safetensors", path, "is a directory, expected a .safetensors file");
-    if (code === "ERR_FS_FILE_TOO_LARGE")
-      fail("safetensors", path, "file is larger than 2 GiB; kiln cannot load it");
-    fail("safetensors", path, `cannot read file: ${e instanceof Error ? e.message : String(e)}`);
+    return fail(
+      "safetensors",
+      path,
+      `cannot read file: ${e instanceof Error ? e.message : String(e)}`,
+    );
+  };
+  let fd: number;
+  try {
+    fd = openSync(path, "r");
+  } catch (e) {
+    return cannot(e);
   }
-  return parseSafetensors(bytes, path);
+  try {
+    let size: number;
+    try {
+      const stat = fstatSync(fd);
+      if (stat.isDirectory())
+        fail("safetensors", path, "is a directory, expected a .safetensors file");
+      size = stat.size;
+    } catch (e) {
+      if (e instanceof KilnError) throw e;
+      return cannot(e);
+    }
+    return readSafetensors(fileSource(fd, size, path, cannot), path, only);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function fileSource(
+  fd: number,
+  size: number,
+  path: string,
+  cannot: (e: unknown) => never,
+): ByteSource {
+  return {
+    size,
+    read(into, position) {
+      for (let done = 0; done < into.length;) {
+        let n: number;
+        try {
+          n = readSync(
+            fd,
+            into,
+            done,
+            Math.min(into.length - done, MAX_READ_BYTES),
+            position + done,
+          );
+        } catch (e) {
+          return cannot(e);
+        }
+        if (n === 0)
+          fail(
+            "safetensors",
+            path,
+            `the file ended at byte ${position + done} while it was read; did it change?`,
+          );
+        done += n;
+      }
+    },
+  };
+}
+
+/** Bytes already in memory (a fetched file, a test's). */
+export function bytesSource(bytes: Uint8Array): ByteSource {
+  return {
+    size: bytes.length,
+    read: (into, position) => into.set(bytes.subarray(position, position + into.length)),
+  };
 }
 
 export function parseSafetensors(bytes: Uint8Array, file: string): Safetensors {
+  return readSafetensors(bytesSource(bytes), file);
+}
+
+export function readSafetensors(src: ByteSource, file: string, only?: TensorFilter): Safetensors {
   const bad = (detail: string): never => fail("safetensors", file, detail);
-  if (bytes.length < 8) {
+  if (src.size < 8) {
     bad(
-      `file is ${bytes.length} bytes, too short for the 8-byte header length; not a safetensors file`,
+      `file is ${src.size} bytes, too short for the 8-byte header length; not a safetensors file`,
     );
   }
-  const n = new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true);
+  const prefix = new Uint8Array(8);
+  src.read(prefix, 0);
+  const n = new DataView(prefix.buffer).getBigUint64(0, true);
   if (n > BigInt(MAX_HEADER_BYTES)) {
     bad(
       `header length ${n} exceeds the ${MAX_HEADER_BYTES}-byte limit; not a safetensors file, or corrupt`,
     );
   }
   const headerEnd = 8 + Number(n);
-  if (headerEnd > bytes.length) {
-    bad(`header length ${n} runs past the end of the file (${bytes.length} bytes); truncated?`);
+  if (headerEnd > src.size) {
+    bad(`header length ${n} runs past the end of the file (${src.size} bytes); truncated?`);
   }
-  const headerBytes = bytes.subarray(8, headerEnd);
+  const headerBytes = new Uint8Array(Number(n));
+  src.read(headerBytes, 8);
   if (headerBytes[0] !== 0x7b) bad("header must be a JSON object starting with '{'");
   let text: string;
   try {
@@ -115,18 +207,53 @@ export function parseSafetensors(bytes: Uint8Array, file: string): Safetensors {
     if (key === METADATA_KEY) metadata = readMetadata(value, bad);
     else entries.push(readEntry(key, value, bad));
   }
-  checkTiling(entries, bytes.length - headerEnd, bad);
+  checkTiling(entries, src.size - headerEnd, bad);
 
   const tensors = new Map<string, LoadedTensor>();
   for (const e of entries) {
-    // A copy (never Buffer#slice, which is a view): a fresh buffer is aligned for any typed array.
-    const raw = new Uint8Array(
-      bytes.subarray(headerEnd + Number(e.start), headerEnd + Number(e.end)),
+    if (only !== undefined && !only(e.name)) continue;
+    const data = readTensor(src, headerEnd + Number(e.start), e, (d) =>
+      bad(`tensor ${quote(e.name)}: ${d}`),
     );
-    const data = toFloat32(raw, e.dtype, (d) => bad(`tensor ${quote(e.name)}: ${d}`));
     tensors.set(e.name, { name: e.name, dtype: e.dtype, shape: e.shape, data });
   }
   return { tensors, metadata };
+}
+
+/** One tensor's data, at byte `at` of the source, as float32: F32 read straight into the bytes
+ *  of its own array; any other dtype read and converted a piece at a time (the first piece even
+ *  when the tensor is empty, so an unsupported dtype is refused either way). */
+function readTensor(src: ByteSource, at: number, e: TensorEntry, bad: Bad): Float32Array {
+  const bytes = Number(e.end - e.start);
+  const allocate = <T>(make: () => T, what: string): T => {
+    try {
+      return make();
+    } catch (err) {
+      if (err instanceof RangeError)
+        return bad(`${what} do not fit in one array here (${err.message})`);
+      throw err;
+    }
+  };
+  if (e.dtype === "F32") {
+    const raw = allocate(() => new Uint8Array(bytes), `${bytes} bytes`);
+    src.read(raw, at);
+    return toFloat32(raw, e.dtype, bad);
+  }
+  // Every dtype that converts has whole bytes per element, so a piece holds whole elements; a
+  // sub-byte one is refused by its first piece, before the output is allocated.
+  const elements = (bytes * 8) / DTYPE_BITS[e.dtype];
+  let out: Float32Array | undefined;
+  let done = 0;
+  do {
+    const raw = new Uint8Array(Math.min(READ_CHUNK_BYTES, bytes - done));
+    src.read(raw, at + done);
+    const first = (done * 8) / DTYPE_BITS[e.dtype];
+    const part = toFloat32(raw, e.dtype, bad, first);
+    out ??= allocate(() => new Float32Array(elements), `${elements} float32 values`);
+    out.set(part, first);
+    done += raw.length;
+  } while (done < bytes);
+  return out;
 }
 
 function jsonErrorText(e: JsonError): string {

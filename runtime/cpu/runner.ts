@@ -5,7 +5,9 @@
  *  has one, through a second module compiled from the decoding graph (runner.ts's
  *  decodingGraph: the last position's logits only). Each module is emitted and loaded on first
  *  use, so a process that only decodes (generate, the bench) never builds the forward's. Logits
- *  come back as float32 values in the Logits type's Float64Array. */
+ *  come back as float32 values in the Logits type's Float64Array. The runner keeps no reference
+ *  to the Checkpoint: its weights are lent to the modules' load by weights.ts, which lets go of
+ *  each one a module only packs, so a caller that drops the Checkpoint holds each weight once. */
 import { emitModule } from "../../compiler/codegen/ts/module.ts";
 import { KilnError } from "../../compiler/errors.ts";
 import type { NDArray } from "../../compiler/ir/ndarray.ts";
@@ -23,6 +25,7 @@ import {
   type RunnerOptions,
 } from "../runner.ts";
 import { loadModule } from "./load.ts";
+import { weightLender, type Lend } from "./weights.ts";
 import type { CompiledModule, ModuleError, Output, Session, Tensor } from "./module.ts";
 
 /** A generated module's error as a KilnError (the CLI prints it as such). */
@@ -41,9 +44,8 @@ interface Compiled {
   newSession(): Session;
 }
 
-function compile(ckpt: Checkpoint, graph: Graph, program: Program): Compiled {
-  const mod = loadModule(emitModule(program, { graph, source: ckpt.graph }));
-  const weights = (name: string) => ckpt.weights.get(name)?.data;
+function compile(source: Graph, graph: Graph, program: Program, lend: Lend): Compiled {
+  const mod = loadModule(emitModule(program, { graph, source }));
   const guard = <T>(f: () => T): T => {
     try {
       return f();
@@ -53,7 +55,8 @@ function compile(ckpt: Checkpoint, graph: Graph, program: Program): Compiled {
   };
   // Sessions (the shared one, one per prefill) share the params and packed weights.
   let loaded: object | undefined;
-  const newSession = (): Session => guard(() => mod.createSession((loaded ??= mod.load(weights))));
+  const newSession = (): Session =>
+    guard(() => mod.createSession((loaded ??= lend((weights) => mod.load(weights)))));
   return { mod, guard, newSession };
 }
 
@@ -77,20 +80,24 @@ function logits([out]: readonly Output[]): Logits {
 }
 
 export function tsRunner(ckpt: Checkpoint, options: RunnerOptions = {}): Runner {
-  const graph = runPipeline(ckpt.graph, options.passes, options.afterPass).graph;
+  // No closure here may mention ckpt: the runner must not keep its weights alive (weights.ts).
+  const { model, graph: source } = ckpt;
+  const maxLength = source.bounds.get("T")?.max ?? Infinity;
+  const lend = weightLender(ckpt);
+  const graph = runPipeline(source, options.passes, options.afterPass).graph;
   const program = lower(graph);
   const lastGraph = decodingGraph(graph);
   const lastProgram = lower(lastGraph);
   let fullModule: Compiled | undefined;
   let lastModule: Compiled | undefined;
-  const full = () => (fullModule ??= compile(ckpt, graph, program));
-  const last = () => (lastModule ??= compile(ckpt, lastGraph, lastProgram));
+  const full = () => (fullModule ??= compile(source, graph, program, lend));
+  const last = () => (lastModule ??= compile(source, lastGraph, lastProgram, lend));
   let shared: Session | undefined;
   return {
-    model: ckpt.model,
-    maxLength: ckpt.graph.bounds.get("T")?.max ?? Infinity,
+    model,
+    maxLength,
     async forward(tokens, srcTokens) {
-      const inputs = packInputs(ckpt.model, tokens, srcTokens);
+      const inputs = packInputs(model, tokens, srcTokens);
       const c = full();
       const s = (shared ??= c.newSession());
       return logits(c.guard(() => s.run(tensors(c, inputs, ["source", "step"]))));
@@ -101,7 +108,7 @@ export function tsRunner(ckpt: Checkpoint, options: RunnerOptions = {}): Runner 
             tokens: readonly number[],
             srcTokens?: readonly number[],
           ): Promise<Decoding> {
-            const inputs = packInputs(ckpt.model, tokens, srcTokens);
+            const inputs = packInputs(model, tokens, srcTokens);
             const c = last();
             const session = c.newSession();
             const first = logits(
@@ -110,7 +117,7 @@ export function tsRunner(ckpt: Checkpoint, options: RunnerOptions = {}): Runner 
             return {
               logits: first,
               step: async (next) => {
-                const packed = packInputs(ckpt.model, next, srcTokens);
+                const packed = packInputs(model, next, srcTokens);
                 return logits(c.guard(() => session.step(tensors(c, packed, ["step"]))));
               },
             };

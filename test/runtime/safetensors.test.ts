@@ -7,6 +7,7 @@ import { KilnError } from "../../compiler/errors.ts";
 import { toBf16Bits, toF16Bits } from "../../runtime/half-float.ts";
 import {
   parseSafetensors,
+  READ_CHUNK_BYTES,
   readSafetensorsFile,
   writeSafetensors,
   type WritableTensor,
@@ -546,6 +547,41 @@ describe("readSafetensorsFile", () => {
     );
     expect(() => readSafetensorsFile(dir)).toThrow(/is a directory/);
   });
+
+  it("reads only the tensors a filter picks, after validating the whole header", () => {
+    const path = join(dir, "two.safetensors");
+    const bytes = writeSafetensors([
+      { name: "a", dtype: "F32", shape: [2], data: [1, 2] },
+      { name: "b", dtype: "F16", shape: [1], data: [3] },
+    ]);
+    writeFileSync(path, bytes);
+    const st = readSafetensorsFile(path, (n) => n === "b");
+    expect([...st.tensors.keys()]).toEqual(["b"]);
+    expectSameFloats(st.tensors.get("b")!.data, [3]);
+    // A trailing byte is refused even when no tensor is read.
+    writeFileSync(path, new Uint8Array([...bytes, 0]));
+    expect(() => readSafetensorsFile(path, () => false)).toThrow(/1 trailing byte/);
+  });
+});
+
+describe("tensors larger than one read", () => {
+  const n = READ_CHUNK_BYTES / 2 + 3; // F16: one whole piece and 6 bytes more
+  const values = Array.from({ length: n }, (_, i) => (i % 2048) - 1024);
+
+  it("converts F16 piece by piece, every element in its place", () => {
+    const st = parseSafetensors(
+      writeSafetensors([{ name: "h", dtype: "F16", shape: [n], data: values }]),
+      FILE,
+    );
+    expectSameFloats(st.tensors.get("h")!.data, values);
+  });
+
+  it("names a bad element past the first piece by its index in the tensor", () => {
+    const ints = new Int32Array(READ_CHUNK_BYTES / 4 + 10);
+    ints[READ_CHUNK_BYTES / 4 + 7] = 2 ** 24 + 1;
+    const bytes = build(`{"i":${entry("I32", [ints.length], 0, ints.byteLength)}}`, bytesOf(ints));
+    expectFailure(bytes, 'tensor "i"', `element ${READ_CHUNK_BYTES / 4 + 7} is 16777217`);
+  });
 });
 
 describe("properties", () => {
@@ -616,6 +652,34 @@ describe("properties", () => {
         return isKilnFailure(bad);
       }),
       { numRuns: 2000 },
+    );
+  });
+
+  it("reading the file gives what parsing its bytes gives: the same tensors or the same error", () => {
+    const dir = mkdtempSync(join(tmpdir(), "kiln-st-prop-"));
+    const path = join(dir, "model.safetensors");
+    const outcome = (read: () => unknown) => {
+      try {
+        return read();
+      } catch (e) {
+        return e instanceof KilnError ? e.detail : e;
+      }
+    };
+    fc.assert(
+      fc.property(
+        fc.nat(valid.length - 1),
+        fc.integer({ min: 0, max: 255 }),
+        fc.nat(valid.length),
+        (i, b, cut) => {
+          const bytes = valid.slice(0, Math.max(cut, 1));
+          bytes[Math.min(i, bytes.length - 1)] = b;
+          writeFileSync(path, bytes);
+          const fromFile = outcome(() => readSafetensorsFile(path));
+          const fromBytes = outcome(() => parseSafetensors(bytes, path));
+          expect(fromFile).toEqual(fromBytes);
+        },
+      ),
+      { numRuns: 300 },
     );
   });
 

@@ -1,6 +1,8 @@
 /** The dispatch in the generated module, with the behaviour of the Program interpreter's session
  *  (compiler/lower/execute.ts). `load(weights)` runs the load phase once: params checked and
- *  taken, load kernels run, matmul weights packed; any number of sessions share its result.
+ *  taken, load kernels run, matmul weights packed; any number of sessions share its result,
+ *  which holds only what sessions read (a param only a pack reads is taken inside the pack call
+ *  and is not kept: once packed, only the caller can keep it alive).
  *  `createSession(loaded | weights)` makes a session with its own arena, KV cache and source
  *  state: `run` binds the dims from the inputs, runs the source phase (skipped when the source
  *  inputs equal the last ones it ran on), then the step phase with no cached positions; `step`
@@ -118,28 +120,7 @@ export function sessionBody(
   const fnOf = new Map(fns.map((f, i) => [p.kernels[i].name, f]));
   const describe = (b: Buffer) => `// b${b.id}: ${b.role} ${b.dtype}${formatShape(b.shape)}`;
 
-  // load(weights): params, then the load phase, then packed weights.
-  const load: string[] = [];
-  const loaded: string[] = [];
-  for (const b of p.buffers)
-    if (b.role === "param") {
-      load.push(
-        `const b${b.id} = ${b.dtype === "i32" ? "weightI32" : "weight"}(weights, ${literal(b.name ?? b.node)}, [${b.shape.join(", ")}]);`,
-      );
-      loaded.push(`b${b.id}`);
-    }
-  for (const b of p.buffers)
-    if (b.phase === "load" && b.role !== "param") {
-      load.push(`const b${b.id} = new ${arrayType(b.dtype)}(${size(b)}); // ${b.role}`);
-      loaded.push(`b${b.id}`);
-    }
-  for (const k of kernelsOf(p, "load")) load.push(call(fnOf.get(k.name)!));
-  for (const f of fns)
-    if (f.pack) {
-      load.push(`const ${packedName(f.name)} = ${call(f.pack).slice(0, -1)};`);
-      loaded.push(packedName(f.name));
-    }
-  load.push(`return { ${loaded.join(", ")} };`);
+  const { load, loaded } = loadLines(p, fns, fnOf, argOf, size);
 
   // createSession: what load made, then storage outside the arena, the arena, the phases.
   const lines: string[] = [
@@ -194,6 +175,58 @@ export function sessionBody(
   );
   lines.push(...entryPoints(p, dims, capacity));
   return { load, body: lines, arenaElements: plan.arenaElements, capacity };
+}
+
+/** load(weights): params, then the load phase, then packed weights; `loaded` names what it
+ *  returns. It returns only what the sessions use; a param only a pack reads is taken inside its
+ *  pack call, so that nothing here holds it once packed (a caller that lets go of it too frees
+ *  it weight by weight). */
+function loadLines(
+  p: Program,
+  fns: readonly KernelFunction[],
+  fnOf: ReadonlyMap<string, KernelFunction>,
+  argOf: (a: Arg) => string,
+  size: (b: Buffer) => string,
+): { load: string[]; loaded: string[] } {
+  const dataOf = (params: readonly { arg: Arg }[]) =>
+    params.flatMap((x) => (x.arg.k === "data" ? [x.arg.buffer] : []));
+  const usedBy = (ph: Phase) => kernelsOf(p, ph).flatMap((k) => dataOf(fnOf.get(k.name)!.params));
+  const sessionUses = new Set([...usedBy("source"), ...usedBy("step"), ...p.outputs]);
+  const loadUses = new Set(usedBy("load"));
+  const packUses = new Map<number, number>();
+  for (const f of fns)
+    for (const id of f.pack ? dataOf(f.pack.params) : [])
+      packUses.set(id, (packUses.get(id) ?? 0) + 1);
+  const call = (f: { name: string; params: readonly { arg: Arg }[] }, arg = argOf) =>
+    `${f.name}(${f.params.map((x) => arg(x.arg)).join(", ")})`;
+  const takeParam = (b: Buffer) =>
+    `${b.dtype === "i32" ? "weightI32" : "weight"}(weights, ${literal(b.name ?? b.node)}, [${b.shape.join(", ")}])`;
+  const inPack = new Map<number, string>(); // a param taken inside its one pack call
+  const load: string[] = [];
+  const loaded: string[] = [];
+  for (const b of p.buffers) {
+    if (b.role !== "param") continue;
+    if (sessionUses.has(b.id) || loadUses.has(b.id)) {
+      load.push(`const b${b.id} = ${takeParam(b)};`);
+      if (sessionUses.has(b.id)) loaded.push(`b${b.id}`);
+    } else if (packUses.get(b.id) === 1) inPack.set(b.id, takeParam(b));
+    else if (packUses.has(b.id)) load.push(`const b${b.id} = ${takeParam(b)};`);
+    else load.push(`${takeParam(b)}; // checked, not used`);
+  }
+  for (const b of p.buffers)
+    if (b.phase === "load" && b.role !== "param") {
+      load.push(`const b${b.id} = new ${arrayType(b.dtype)}(${size(b)}); // ${b.role}`);
+      if (sessionUses.has(b.id)) loaded.push(`b${b.id}`);
+    }
+  for (const k of kernelsOf(p, "load")) load.push(`${call(fnOf.get(k.name)!)};`);
+  const packArg = (a: Arg) => (a.k === "data" && inPack.get(a.buffer)) || argOf(a);
+  for (const f of fns)
+    if (f.pack) {
+      load.push(`const ${packedName(f.name)} = ${call(f.pack, packArg)};`);
+      loaded.push(packedName(f.name));
+    }
+  load.push(`return { ${loaded.join(", ")} };`);
+  return { load, loaded };
 }
 
 export const packedName = (kernel: string): string => `w${/^k(\d+)/.exec(kernel)?.[1] ?? kernel}`;

@@ -14,12 +14,13 @@ import type { IO } from "../io.ts";
 import { loadModelGraph } from "../load-model.ts";
 import { PASS_HELP, PASS_OPTIONS, passFlags } from "../pass-flags.ts";
 
-export const compileHelp = `kiln compile <model|checkpoint-dir> --target ts --out DIR [options]
+export const compileHelp = `kiln compile <model|checkpoint-dir> [--target ts|wgsl] --out DIR [options]
 
 Compiles a model into a standalone artifact: a folder that runs it without kiln.
 <model> is a DSL model file (models/gpt2.ts, my-model.ts), a built-in name (gpt2, seq2seq), or a
 checkpoint folder (its config.json decides the model; the weights are checked, not copied).
 
+--target ts (the default): TypeScript kernels on the CPU
   DIR/model.ts        the generated kernels and a loader (safetensors reader, input checks, generate)
   DIR/model.js        the same as an ES module (no imports; node:fs only when given a path)
   DIR/model.d.ts      its types
@@ -27,7 +28,18 @@ checkpoint folder (its config.json decides the model; the weights are checked, n
   DIR/README.md       how to use it in Node and in a browser
   DIR/package.json    {"type": "module"}
 
-  --target ts           ts (the default): TypeScript kernels on the CPU (wgsl: not built yet)
+--target wgsl: WGSL kernels on a WebGPU device the caller passes (load(device, source))
+  DIR/kernels/*.wgsl  one file per kernel, exactly as model.js runs it
+  DIR/model.js        the kernels, the WebGPU driver and the loader as an ES module (no imports;
+                      node:fs only when given a path; the webgpu package or navigator.gpu is yours)
+  DIR/model.d.ts      its types
+  DIR/manifest.json   kernels (bindings, workgroups), buffers and storage, dims, inputs/outputs,
+                      model, version
+  DIR/README.md       how to use it in Node (npm install webgpu) and in a browser
+  DIR/package.json    {"type": "module"}
+  The kernels are compiled against WebGPU's default limits, so they run on any WebGPU device.
+
+  --target ts|wgsl      ts (the default) or wgsl, as above
   --out DIR             the folder to write (created if missing; these files are overwritten)
   --config key=value    override a default of a model file's config (repeatable)
   --seq-len N           the longest sequence the artifact accepts (default: the model's bound)
@@ -40,10 +52,9 @@ const BUILT_IN: Readonly<Record<string, string>> = {
   seq2seq: "models/seq2seq.ts",
 };
 
-function targetFlag(t: string | undefined): "ts" {
+function targetFlag(t: string | undefined): "ts" | "wgsl" {
   if (t === undefined || t === "ts") return "ts";
-  if (t === "wgsl")
-    fail("not-built", "--target wgsl", "the WGSL backend is not built yet; use --target ts");
+  if (t === "wgsl") return "wgsl";
   return fail("usage", "--target", `unknown target ${JSON.stringify(t)} (ts, wgsl)`);
 }
 
@@ -122,29 +133,67 @@ export async function compile(argv: readonly string[], io: IO): Promise<string> 
       for (const d of graph.nodes.getNodeAttribute(k, "type").shape)
         for (const s of dimSymbols(d)) maxDims.set(s, seqLen);
 
-  // The code generator (ts-morph, the TypeScript compiler) loads only when compiling.
-  const { emitModule } = await import("../../compiler/codegen/ts/module.ts");
-  const { buildArtifact, writeArtifact } = await import("../../compiler/codegen/ts/artifact.ts");
-  const files = await buildArtifact({
-    graph,
-    program,
-    model,
-    kernels: emitModule(program, { graph: result.graph, maxDims }),
-    passes: result.stats.map((s) => s.name),
-    kilnVersion: kilnVersion(),
-    maxDims,
-  });
+  const passes = result.stats.map((s) => s.name);
+  let files: Readonly<Record<string, string>>;
+  let write: (dir: string) => void;
+  let kernels: number;
+  // The code generators (ts-morph, the TypeScript compiler) load only when compiling.
+  if (target === "wgsl") {
+    const { emitWgsl } = await import("../../compiler/codegen/wgsl/program.ts");
+    const { WEBGPU_DEFAULTS } = await import("../../compiler/codegen/wgsl/limits.ts");
+    const { buildWgslArtifact, writeWgslArtifact } =
+      await import("../../compiler/codegen/wgsl/artifact.ts");
+    const wgsl = emitWgsl(program, {
+      limits: WEBGPU_DEFAULTS,
+      maxDims,
+      graph: result.graph,
+      source: graph,
+    });
+    const built = await buildWgslArtifact({
+      graph,
+      program,
+      wgsl,
+      model,
+      passes,
+      kilnVersion: kilnVersion(),
+      maxDims,
+      limitsName: "WebGPU's default limits",
+    });
+    files = built;
+    kernels = wgsl.kernels.length;
+    write = (dir) => writeWgslArtifact(dir, built);
+  } else {
+    const { emitModule } = await import("../../compiler/codegen/ts/module.ts");
+    const { buildArtifact, writeArtifact } = await import("../../compiler/codegen/ts/artifact.ts");
+    const built = await buildArtifact({
+      graph,
+      program,
+      model,
+      kernels: emitModule(program, { graph: result.graph, maxDims }),
+      passes,
+      kilnVersion: kilnVersion(),
+      maxDims,
+    });
+    files = built;
+    kernels = program.kernels.length;
+    write = (dir) => writeArtifact(dir, built);
+  }
   try {
-    writeArtifact(out, files);
+    write(out);
   } catch (e) {
     if (e instanceof KilnError) throw e;
     fail("usage", "--out", `cannot write ${out}: ${(e as Error).message}`);
   }
-  const size = (s: string) => `${(Buffer.byteLength(s) / 1024).toFixed(1)} KiB`;
+  const kib = (n: number) => `${(n / 1024).toFixed(1)} KiB`;
+  const size = (s: string) => kib(Buffer.byteLength(s));
+  const shown = Object.entries(files).filter(([name]) => !name.startsWith("kernels/"));
+  const wgslFiles = Object.entries(files).filter(([name]) => name.startsWith("kernels/"));
+  const wgslBytes = wgslFiles.reduce((n, [, text]) => n + Buffer.byteLength(text), 0);
   return (
-    `compiled ${model.kind === "model" ? `model ${JSON.stringify(model.name)}` : `${model.kind} checkpoint`} for --target ${target}: ${program.kernels.length} kernels → ${out}\n` +
-    Object.entries(files)
-      .map(([name, text]) => `  ${name.padEnd(14)} ${size(text).padStart(10)}\n`)
-      .join("")
+    `compiled ${model.kind === "model" ? `model ${JSON.stringify(model.name)}` : `${model.kind} checkpoint`} for --target ${target}: ${kernels} kernels → ${out}\n` +
+    (wgslFiles.length
+      ? `  ${"kernels/*.wgsl".padEnd(14)} ${kib(wgslBytes).padStart(10)} (${wgslFiles.length} files)\n`
+      : "") +
+    shown.map(([name, text]) => `  ${name.padEnd(14)} ${size(text).padStart(10)}\n`).join("")
   );
 }

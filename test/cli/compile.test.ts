@@ -41,11 +41,6 @@ describe("usage", () => {
       '--target: unknown target "cuda" (ts, wgsl)',
     );
     expectTypedError(
-      await kiln("compile", "gpt2", "--out", out, "--target", "wgsl"),
-      "not-built",
-      "--target wgsl: the WGSL backend is not built yet",
-    );
-    expectTypedError(
       await kiln("compile", join(FIXTURES, "gpt2-tiny"), "--out", out, "--config", "n_layer=1"),
       "usage",
       "--config: applies to model files",

@@ -70,7 +70,7 @@ export function literal(value: unknown, width = 100, indent = ""): string {
 
 const IDENTIFIER = /^[A-Za-z_$][A-Za-z0-9_$]*$/;
 
-function inputsType(spec: ArtifactSpec): string {
+export function inputsType(spec: ArtifactSpec): string {
   const fields = spec.inputs.map((i) => {
     const key = IDENTIFIER.test(i.key) ? i.key : literal(i.key);
     const what =

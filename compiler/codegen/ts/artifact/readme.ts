@@ -3,11 +3,11 @@
  *  line breaks removed. */
 import type { ArtifactSpec, InputSpec } from "./runtime.ts";
 
-function code(s: string): string {
+export function code(s: string): string {
   return `\`${s.replace(/[`\r\n\u2028\u2029]/g, " ")}\``;
 }
 
-function inputRow(i: InputSpec): string {
+export function inputRow(i: InputSpec): string {
   const what = i.vocab !== null ? `token ids in [0, ${i.vocab})` : `${i.dtype} values`;
   const len =
     typeof i.length === "number"

@@ -2,6 +2,8 @@
  *  (inline-source.ts), next to the generated kernels, the strict safetensors reader
  *  (runtime/safetensors.ts) and the sampler (runtime/generate.ts), so an artifact validates and
  *  samples exactly as kiln does. It is ordinary, type-checked kiln code; tests call it directly.
+ *  The WGSL artifact's loader (codegen/wgsl/artifact/runtime.ts) is copied next to it and reuses
+ *  its reading and checks (hence the exports that model.ts drops).
  *
  *  What it does, in the artifact's words:
  *  - `load(source)` reads `model.safetensors` — from a checkpoint folder with node:fs (imported
@@ -172,7 +174,7 @@ interface Loaded {
   readonly config?: { readonly file: string; readonly text: string };
 }
 
-async function readSource(source: ModelSource): Promise<Loaded> {
+export async function readSource(source: ModelSource): Promise<Loaded> {
   if (typeof source === "string") {
     const fs = await nodeFileSystem();
     const isFile = source.endsWith(".safetensors");
@@ -207,7 +209,7 @@ async function readSource(source: ModelSource): Promise<Loaded> {
   );
 }
 
-function checkConfig(spec: ArtifactSpec, file: string, text: string): void {
+export function checkConfig(spec: ArtifactSpec, file: string, text: string): void {
   let j: unknown;
   try {
     j = JSON.parse(text);
@@ -232,7 +234,7 @@ function checkConfig(spec: ArtifactSpec, file: string, text: string): void {
 }
 
 /** The params by name, from the file's tensors, as runtime/checkpoint.ts matches them. */
-function matchParams(
+export function matchParams(
   spec: ArtifactSpec,
   tensors: ReadonlyMap<string, { readonly shape: readonly number[]; readonly data: Float32Array }>,
   file: string,
@@ -282,7 +284,7 @@ function isSequence(x: unknown): x is Sequence {
 }
 
 /** Checks every input of `phase` (all when undefined) and packs them in the graph's order. */
-function packModelInputs(
+export function packModelInputs(
   spec: ArtifactSpec,
   given: Readonly<Record<string, unknown>>,
   phase?: string,
@@ -354,7 +356,7 @@ function describeKeys(spec: ArtifactSpec): string {
   return spec.inputs.map((i) => i.key).join(", ");
 }
 
-function checkGenerate(o: GenerateSettings): void {
+export function checkGenerate(o: GenerateSettings): void {
   if (typeof o.maxNewTokens !== "number" || !Number.isInteger(o.maxNewTokens) || o.maxNewTokens < 0)
     fail("usage", "maxNewTokens", `must be a non-negative integer, got ${o.maxNewTokens}`);
   const t = o.temperature ?? 0;
@@ -387,7 +389,7 @@ function call<T>(f: () => T): T {
 }
 
 /** The first output as rows × cols: cols its last dim, rows the product of the others. */
-function resultOf(outputs: readonly KernelOutput[]): ForwardResult {
+export function resultOf(outputs: readonly KernelOutput[]): ForwardResult {
   const out = outputs[0];
   const shape = out.shape;
   const cols = shape.length === 0 ? 1 : shape[shape.length - 1];
@@ -396,7 +398,7 @@ function resultOf(outputs: readonly KernelOutput[]): ForwardResult {
   return { logits, rows, cols };
 }
 
-function finalRow(r: ForwardResult): Float32Array {
+export function finalRow(r: ForwardResult): Float32Array {
   return r.logits.subarray((r.rows - 1) * r.cols, r.rows * r.cols);
 }
 

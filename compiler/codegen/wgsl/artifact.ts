@@ -1,0 +1,112 @@
+/** The standalone artifact of the WGSL target: a folder that runs the model on a WebGPU device
+ *  without kiln.
+ *
+ *    kernels/<name>.wgsl  each kernel's WGSL module, exactly as emitted (one file per kernel)
+ *    model.js             ES module: the WGSL sources, the WebGPU driver (runtime/webgpu/session.ts)
+ *                         and the loader (artifact/model-source.ts); `load(device, source)`.
+ *                         Imports nothing but, dynamically and in Node only, node:fs
+ *    model.d.ts           its declarations
+ *    manifest.json        the WgslProgram's data without the sources, inputs/outputs, model,
+ *                         kiln version (artifact/manifest.ts)
+ *    README.md            what it is and how to use it in Node and in a browser
+ *    package.json         {"type": "module"}: Node reads model.js as an ES module wherever it is
+ *
+ *  `buildWgslArtifact` is pure (files as strings, by path in the folder); `writeWgslArtifact`
+ *  puts them in a folder, removing .wgsl files a previous compile left in kernels/. */
+import { mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import type { Graph } from "../../ir/graph.ts";
+import type { Program } from "../../lower/program.ts";
+import { literal, transpile } from "../ts/artifact/model-source.ts";
+import { artifactSpec, type ArtifactModel } from "../ts/artifact/spec.ts";
+import { gpuBytes, kernelFile, wgslManifest } from "./artifact/manifest.ts";
+import { wgslModelSource } from "./artifact/model-source.ts";
+import { wgslReadme } from "./artifact/readme.ts";
+import type { WgslProgram } from "./program.ts";
+
+export interface WgslArtifactInput {
+  /** The graph as built (before passes): inputs, params and bounds are read from it. */
+  readonly graph: Graph;
+  /** The optimized graph's Program. */
+  readonly program: Program;
+  /** emitWgsl's result for `program`. */
+  readonly wgsl: WgslProgram;
+  readonly model: ArtifactModel;
+  readonly passes: readonly string[];
+  readonly kilnVersion: string;
+  /** Maxima for the dims (--seq-len), as emitWgsl was given them. */
+  readonly maxDims?: ReadonlyMap<string, number>;
+  /** How `wgsl.limits` were chosen, for the README and manifest: "WebGPU's default limits". */
+  readonly limitsName: string;
+}
+
+/** The files besides kernels/*.wgsl, in the order they are written. */
+export const WGSL_ARTIFACT_FILES = [
+  "model.js",
+  "model.d.ts",
+  "manifest.json",
+  "README.md",
+  "package.json",
+] as const;
+
+/** Every file by its path in the artifact folder: kernels/<name>.wgsl, then WGSL_ARTIFACT_FILES. */
+export type WgslArtifactFiles = Readonly<Record<string, string>>;
+
+export async function buildWgslArtifact(a: WgslArtifactInput): Promise<WgslArtifactFiles> {
+  const maxDims = a.maxDims ?? new Map<string, number>();
+  const spec = artifactSpec(a.graph, a.program, a.model, maxDims);
+  const source = wgslModelSource(spec, a.wgsl, {
+    kilnVersion: a.kilnVersion,
+    limitsName: a.limitsName,
+  });
+  const { js, dts } = transpile(source);
+  const m = wgslManifest(a.graph, a.program, a.wgsl, a.model, spec, {
+    kilnVersion: a.kilnVersion,
+    passes: a.passes,
+    limitsName: a.limitsName,
+  });
+  const files: Record<string, string> = {};
+  for (const k of a.wgsl.kernels) files[kernelFile(k.name)] = k.source;
+  return {
+    ...files,
+    "model.js": await formatted(js),
+    "model.d.ts": dts,
+    "manifest.json": literal(m) + "\n",
+    "README.md": wgslReadme(spec, a.kilnVersion, {
+      kernels: a.wgsl.kernels.length,
+      limitsName: a.limitsName,
+      memory: gpuBytes(a.wgsl),
+    }),
+    "package.json":
+      literal({
+        name: "kiln-artifact",
+        private: true,
+        type: "module",
+        main: "./model.js",
+        types: "./model.d.ts",
+        exports: { ".": { types: "./model.d.ts", default: "./model.js" } },
+      }) + "\n",
+  };
+}
+
+/** model.js through prettier when it is installed (a development dependency), for reading. */
+async function formatted(js: string): Promise<string> {
+  let prettier: typeof import("prettier");
+  try {
+    prettier = await import("prettier");
+  } catch {
+    return js;
+  }
+  return prettier.format(js, { parser: "babel", printWidth: 100 });
+}
+
+export function writeWgslArtifact(dir: string, files: WgslArtifactFiles): void {
+  mkdirSync(join(dir, "kernels"), { recursive: true });
+  for (const old of readdirSync(join(dir, "kernels")))
+    if (old.endsWith(".wgsl") && !(`kernels/${old}` in files))
+      rmSync(join(dir, "kernels", old), { force: true });
+  for (const [name, text] of Object.entries(files)) {
+    mkdirSync(dirname(join(dir, name)), { recursive: true });
+    writeFileSync(join(dir, name), text);
+  }
+}

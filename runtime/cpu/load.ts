@@ -1,8 +1,10 @@
 /** Loading a generated module without evaluating strings: the TypeScript is transpiled to
  *  JavaScript (CommonJS, so that loading stays synchronous), written to a cache folder under a
  *  name that is the SHA-256 of the source, and loaded with Node's module loader. A source seen
- *  before is loaded from the cache without transpiling. The folder is `$KILN_CACHE_DIR` when set,
- *  else `kiln-ts` under the OS temp folder. */
+ *  before is loaded from the cache without transpiling. The runner also finds a module by a key
+ *  of what its text is made from (module-key.ts), cached as `in-<key>.cjs`: a module made before
+ *  is loaded without being emitted at all. The folder is `$KILN_CACHE_DIR` when set, else
+ *  `kiln-ts` under the OS temp folder. */
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, renameSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -33,21 +35,42 @@ export function transpile(source: string, module: "commonjs" | "esm" = "commonjs
   return r.outputText;
 }
 
-/** The path the module's JavaScript is cached at, written if it is not there yet. */
-export function cachedModulePath(source: string, dir = cacheDir()): string {
-  const hash = createHash("sha256").update(source).digest("hex");
-  const path = join(dir, `${hash}.cjs`);
+/** The path `name`.cjs in the cache, written from `make()`'s TypeScript if it is not there yet. */
+function cached(name: string, make: () => string, dir: string): string {
+  const path = join(dir, `${name}.cjs`);
   if (!existsSync(path)) {
+    const js = transpile(make());
     mkdirSync(dir, { recursive: true });
     const tmp = `${path}.${process.pid}.tmp`;
-    writeFileSync(tmp, transpile(source));
+    writeFileSync(tmp, js);
     renameSync(tmp, path); // atomic: a concurrent reader sees the whole file or none
   }
   return path;
 }
 
+/** The path the module's JavaScript is cached at, written if it is not there yet. */
+export function cachedModulePath(source: string, dir = cacheDir()): string {
+  const hash = createHash("sha256").update(source).digest("hex");
+  return cached(hash, () => source, dir);
+}
+
 export function loadModule(source: string, dir?: string): CompiledModule {
-  const m: unknown = require(cachedModulePath(source, dir));
+  return checked(require(cachedModulePath(source, dir)));
+}
+
+/** The module whose inputs hash to `key` (module-key.ts; undefined: no key), loaded from the cache
+ *  without calling `emit` when a module was cached under the key before; else `emit()` gives
+ *  its source, cached under the key. */
+export function loadModuleByKey(
+  key: string | undefined,
+  emit: () => string,
+  dir = cacheDir(),
+): CompiledModule {
+  if (key === undefined) return loadModule(emit(), dir);
+  return checked(require(cached(`in-${key}`, emit, dir)));
+}
+
+function checked(m: unknown): CompiledModule {
   if (
     typeof m !== "object" ||
     m === null ||

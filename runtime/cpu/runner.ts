@@ -24,7 +24,8 @@ import {
   type Runner,
   type RunnerOptions,
 } from "../runner.ts";
-import { loadModule } from "./load.ts";
+import { loadModuleByKey } from "./load.ts";
+import { moduleKey } from "./module-key.ts";
 import { weightLender, type Lend } from "./weights.ts";
 import type { CompiledModule, ModuleError, Output, Session, Tensor } from "./module.ts";
 
@@ -45,7 +46,8 @@ interface Compiled {
 }
 
 function compile(source: Graph, graph: Graph, program: Program, lend: Lend): Compiled {
-  const mod = loadModule(emitModule(program, { graph, source }));
+  const options = { graph, source };
+  const mod = loadModuleByKey(moduleKey(program, options), () => emitModule(program, options));
   const guard = <T>(f: () => T): T => {
     try {
       return f();

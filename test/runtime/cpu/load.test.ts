@@ -1,9 +1,15 @@
 /** Loading generated modules: transpiled once per distinct source into the cache folder (named by
- *  the source's hash), loaded from there afterwards; a syntax error is reported, not run. */
+ *  the source's hash), loaded from there afterwards; a syntax error is reported, not run; a module
+ *  cached under a key of its inputs is loaded without emitting it again. */
 import { existsSync, readdirSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, expect, it } from "vitest";
-import { cachedModulePath, loadModule, transpile } from "../../../runtime/cpu/load.ts";
+import {
+  cachedModulePath,
+  loadModule,
+  loadModuleByKey,
+  transpile,
+} from "../../../runtime/cpu/load.ts";
 import { tempDir } from "../../helpers/cli.ts";
 
 const dirs: string[] = [];
@@ -41,4 +47,21 @@ it("reports a module that does not parse, and one without the expected exports",
   expect(() => loadModule("export const x = 1;\n", fresh())).toThrow(
     /does not export createSession/,
   );
+});
+
+it("finds a module by its key without emitting it again, and emits when there is no key", () => {
+  const dir = fresh();
+  const key = "a".repeat(64);
+  let emitted = 0;
+  const emit = () => {
+    emitted++;
+    return SOURCE;
+  };
+  expect(loadModuleByKey(key, emit, dir).model.name).toBe("m");
+  expect(loadModuleByKey(key, emit, dir).model.name).toBe("m");
+  expect(emitted).toBe(1);
+  expect(readdirSync(dir)).toEqual([`in-${key}.cjs`]);
+  loadModuleByKey(undefined, emit, dir);
+  loadModuleByKey(undefined, emit, dir);
+  expect(emitted).toBe(3);
 });

@@ -153,63 +153,87 @@ function upload(
 }
 
 /** Shader errors first, then pipelines, all kernels at once. */
+type Compiled = {
+  pipeline: GPUComputePipeline;
+  layout: GPUBindGroupLayout;
+  /** The compiler's warnings and infos for this code. */
+  messages: readonly string[];
+};
+
+/** Pipelines by device and code (the source without its comments): the kernels of identical
+ *  layers differ only in comments, and a program compiled again (another session of a runner,
+ *  the decoding program) reuses what the device already has. */
+const PIPELINES = new WeakMap<GPUDevice, Map<string, Promise<Compiled>>>();
+
 async function compile(
   device: GPUDevice,
   program: DriverProgram,
   messages: string[],
-): Promise<{ pipeline: GPUComputePipeline; layout: GPUBindGroupLayout }[]> {
-  return Promise.all(
-    program.kernels.map(async (k) => {
-      const irLine = k.source.split("\n")[0].replace(/^\/\/ /, "");
-      device.pushErrorScope("validation");
-      const module = device.createShaderModule({ code: k.source, label: k.name });
-      const info = await module.getCompilationInfo();
-      const scoped = await device.popErrorScope();
-      for (const m of info.messages) {
-        const text = `${k.name}: ${m.type} at ${m.lineNum}:${m.linePos}: ${m.message}`;
-        if (m.type === "error")
-          throw new WebGpuError(
-            "device",
-            k.name,
-            `the shader does not compile: ${m.message} (line ${m.lineNum}:${m.linePos}; ${irLine})`,
-          );
-        messages.push(text);
-      }
-      if (scoped)
-        throw new WebGpuError(
-          "device",
-          k.name,
-          `the shader is invalid: ${scoped.message} (${irLine})`,
-        );
-      const layout = device.createBindGroupLayout({
-        label: k.name,
-        entries: [
-          { binding: 0, visibility: COMPUTE, buffer: { type: "uniform" } },
-          ...k.bindings.map((b, i) => ({
-            binding: i + 1,
-            visibility: COMPUTE,
-            buffer: {
-              type: b.access === "read" ? ("read-only-storage" as const) : ("storage" as const),
-            },
-          })),
-        ],
-      });
-      try {
-        const pipeline = await device.createComputePipelineAsync({
-          label: k.name,
-          layout: device.createPipelineLayout({ bindGroupLayouts: [layout] }),
-          compute: { module, entryPoint: "main" },
-        });
-        return { pipeline, layout };
-      } catch (e) {
-        throw new WebGpuError(
-          "device",
-          k.name,
-          `the pipeline could not be made: ${(e as Error).message} (${irLine})`,
-        );
-      }
+): Promise<Compiled[]> {
+  let cache = PIPELINES.get(device);
+  if (!cache) PIPELINES.set(device, (cache = new Map()));
+  const known = cache;
+  const all = await Promise.all(
+    program.kernels.map((k) => {
+      const code = k.source.replace(/\/\/[^\n]*/g, "");
+      let p = known.get(code);
+      if (!p) known.set(code, (p = compileKernel(device, k)));
+      return p;
     }),
   );
+  for (const c of new Set(all)) messages.push(...c.messages);
+  return all;
+}
+
+async function compileKernel(
+  device: GPUDevice,
+  k: DriverProgram["kernels"][number],
+): Promise<Compiled> {
+  const messages: string[] = [];
+  const irLine = k.source.split("\n")[0].replace(/^\/\/ /, "");
+  device.pushErrorScope("validation");
+  const module = device.createShaderModule({ code: k.source, label: k.name });
+  const info = await module.getCompilationInfo();
+  const scoped = await device.popErrorScope();
+  for (const m of info.messages) {
+    const text = `${k.name}: ${m.type} at ${m.lineNum}:${m.linePos}: ${m.message}`;
+    if (m.type === "error")
+      throw new WebGpuError(
+        "device",
+        k.name,
+        `the shader does not compile: ${m.message} (line ${m.lineNum}:${m.linePos}; ${irLine})`,
+      );
+    messages.push(text);
+  }
+  if (scoped)
+    throw new WebGpuError("device", k.name, `the shader is invalid: ${scoped.message} (${irLine})`);
+  const layout = device.createBindGroupLayout({
+    label: k.name,
+    entries: [
+      { binding: 0, visibility: COMPUTE, buffer: { type: "uniform" } },
+      ...k.bindings.map((b, i) => ({
+        binding: i + 1,
+        visibility: COMPUTE,
+        buffer: {
+          type: b.access === "read" ? ("read-only-storage" as const) : ("storage" as const),
+        },
+      })),
+    ],
+  });
+  try {
+    const pipeline = await device.createComputePipelineAsync({
+      label: k.name,
+      layout: device.createPipelineLayout({ bindGroupLayouts: [layout] }),
+      compute: { module, entryPoint: "main" },
+    });
+    return { pipeline, layout, messages };
+  } catch (e) {
+    throw new WebGpuError(
+      "device",
+      k.name,
+      `the pipeline could not be made: ${(e as Error).message} (${irLine})`,
+    );
+  }
 }
 
 /** Scoped work: validation and out-of-memory errors become WebGpuErrors, a lost device too. */

@@ -5,17 +5,20 @@
  *    // header comment: the kernel's name, family, phase, IR line(s), what it reads and writes
  *    struct Dims { d0: u32, d1: u32, … }          the program's symbolic dims (the same struct in
  *    @group(0) @binding(0) var<uniform> dims: Dims;   every kernel: one uniform buffer per program)
- *    @group(0) @binding(1…) var<storage, …> b12: array<f32>;   one per buffer it touches
+ *    @group(0) @binding(1…) var<storage, …> buf0: array<f32>; // b12: …   one per buffer it touches
  *    helpers (accessors of chunked buffers, kiln_erf, …), workgroup variables
  *    @compute @workgroup_size(N) fn main(…) { let wg = wid.x + wid.y * nwg.x; … }
  *
  *  Rules every generator follows:
- *  - Buffers are bound whole, once per kernel, by id (`b12`); an operand is a View of one (its
+ *  - Buffers are bound whole, once per kernel, named in order of first use (`buf0` is the output;
+ *    the declaration's comment names the program's buffer `b12` and its IR value). So the kernels
+ *    of identical layers have identical code apart from comments, and the runtime compiles one
+ *    pipeline for all of them. An operand is a View of one (its
  *    offset and strides rendered from the program's polynomials, `s.view(v)`). A buffer the kernel
  *    writes (its output, its alsoWrites) is bound read_write, every other read-only.
  *  - Every element access goes through `s.read` / `s.write`: a buffer larger than the profile's
- *    binding size is bound as several chunks (`b12_0`, `b12_1`, …, each `chunkElements` long) and
- *    accessed through `ld_b12(i)` / `st_b12(i, v)`; a buffer that fits is indexed directly.
+ *    binding size is bound as several chunks (`buf1_0`, `buf1_1`, …, each `chunkElements` long) and
+ *    accessed through `ld_buf1(i)` / `st_buf1(i, v)`; a buffer that fits is indexed directly.
  *  - Dispatch: `workgroups = ceil(count / per)` at the run's dims, folded into (x, y) when it
  *    exceeds the per-dimension limit; `wg` is the linear workgroup index and the generator guards
  *    `wg` (and each invocation's work item) against its own count — never against the dispatch
@@ -177,10 +180,11 @@ export class WgslScope {
     return this.dtype(buffer) === "i32" ? "i32" : "f32";
   }
 
-  /** Uses a buffer (read-only unless the kernel writes it); returns its name, `b12`. */
+  /** Uses a buffer (read-only unless the kernel writes it); returns its name in this kernel,
+   *  `buf0`, `buf1`, … in order of first use (the output first). */
   buffer(id: number): string {
     if (!this.used.has(id)) this.used.set(id, "read");
-    return `b${id}`;
+    return `buf${[...this.used.keys()].indexOf(id)}`;
   }
 
   private chunked(id: number): boolean {
@@ -265,20 +269,21 @@ export class WgslScope {
     const bindings: WgslBinding[] = [];
     const vars: string[] = [];
     const accessors: string[] = [];
-    for (const [id, access] of [...this.used].sort((a, b) => a[0] - b[0])) {
+    for (const [id, access] of this.used) {
       const b = this.program.buffers[id];
       const type = this.elem(id);
       const layout = this.layouts.get(id) ?? { chunks: 1, chunkElements: 0 };
-      const what = `${b.role} ${b.dtype}[${b.shape.join(",")}] %${b.node}`;
+      const what = `b${id}: ${b.role} ${b.dtype}[${b.shape.join(",")}] %${b.node}`;
       const mode = access === "read" ? "read" : "read_write";
       for (let c = 0; c < layout.chunks; c++) {
         bindings.push({ buffer: id, chunk: c, access });
-        const v = layout.chunks > 1 ? `b${id}_${c}` : `b${id}`;
+        const v = layout.chunks > 1 ? `${this.buffer(id)}_${c}` : this.buffer(id);
         vars.push(
           `@group(0) @binding(${bindings.length}) var<storage, ${mode}> ${v}: array<${type}>; // ${commentText(what)}${layout.chunks > 1 ? ` (chunk ${c} of ${layout.chunks})` : ""}`,
         );
       }
-      if (layout.chunks > 1) accessors.push(...chunkAccessors(id, type, layout, access));
+      if (layout.chunks > 1)
+        accessors.push(...chunkAccessors(this.buffer(id), type, layout, access));
     }
     checkLimit(
       name,
@@ -325,9 +330,13 @@ export class WgslScope {
 }
 
 /** `ld_b12(i)` (and `st_b12(i, v)` when written) over a chunked buffer's bindings. */
-function chunkAccessors(id: number, type: string, layout: BufferLayout, access: Access): string[] {
+function chunkAccessors(
+  name: string,
+  type: string,
+  layout: BufferLayout,
+  access: Access,
+): string[] {
   const n = layout.chunkElements;
-  const name = `b${id}`;
   const branches = (f: (c: string) => string) =>
     Array.from({ length: layout.chunks }, (_, c) =>
       c === layout.chunks - 1

@@ -73,7 +73,7 @@ describe.skipIf(!gpu)("the WebGPU runtime", () => {
     const p = await wgslPair(gpu!, program(), () => undefined, { maxDims, limits });
     const x = p.wgsl.buffers[p.program.inputs[0]];
     expect(x.chunks).toBe(5); // 64 × 5 floats in 64-float chunks
-    expect(p.wgsl.kernels[0].source).toContain("fn ld_b0(i: u32) -> f32");
+    expect(p.wgsl.kernels[0].source).toContain("fn ld_buf1(i: u32) -> f32");
     const xs = ndarray(
       [37, 5],
       Float32Array.from({ length: 185 }, (_, i) => i / 7 - 3),

@@ -237,10 +237,12 @@ describe.skipIf(!gpu)("wgsl matmul", () => {
     expect(w.chunks).toBe(3);
     const k = matmulKernel(p);
     expect(k.bindings.filter((b) => b.buffer === w.id).length).toBe(3);
-    expect(k.source).toMatch(new RegExp(`ld_b${w.id}\\(`));
+    const bound = new RegExp(`> (buf\\d+)_0: array<f32>; // b${w.id}: `).exec(k.source);
+    expect(bound).not.toBeNull();
+    expect(k.source).toContain(`ld_${bound![1]}(`);
     const y = p.wgsl.buffers.find((b) => b.role === "output")!;
     expect(y.chunks).toBe(2); // 12·33 elements at capacity, 256 per chunk
-    expect(k.source).toMatch(new RegExp(`st_b${y.id}\\(`));
+    expect(k.source).toMatch(/st_buf0\(/); // the output is the kernel's first buffer
   });
 
   it.each([1, 70])("smaller tiles under a 1.5 KiB workgroup storage (T = %i)", async (t) => {

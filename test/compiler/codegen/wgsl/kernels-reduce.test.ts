@@ -92,7 +92,7 @@ describe.skipIf(!gpu)("wgsl row_reduction", () => {
       },
     );
     // The shrunk profile is in effect: chunk accessors are used and no workgroup exceeds 32.
-    expect(pair.wgsl.kernels.some((k) => k.source.includes("fn ld_b"))).toBe(true);
+    expect(pair.wgsl.kernels.some((k) => k.source.includes("fn ld_buf"))).toBe(true);
     for (const k of pair.wgsl.kernels) expect(k.workgroupSize).toBeLessThanOrEqual(32);
   });
 

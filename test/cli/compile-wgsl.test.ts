@@ -7,7 +7,7 @@
  *  WebGPU's default limits rather than the device's) and the PyTorch fixtures' within 1e-4 with
  *  the same argmax; greedy generate gives the fixtures' tokens, and sampling kiln generate's. The
  *  files: one kernels/<name>.wgsl per kernel (exactly the emitted source, the kernels inspect
- *  lists), manifest.json without sources. Skipped, with a visible message, only where no WebGPU
+ *  lists), manifest.json without sources. `--seq-len` caps the length. Skipped, with a visible message, only where no WebGPU
  *  adapter exists (test/helpers/gpu.ts; CI requires one). */
 import { spawnSync } from "node:child_process";
 import {
@@ -20,6 +20,7 @@ import {
   writeFileSync,
 } from "node:fs";
 import { dirname, join, resolve } from "node:path";
+import { pathToFileURL } from "node:url";
 import { beforeAll, describe, expect, it } from "vitest";
 import { WEBGPU_DEFAULTS } from "../../compiler/codegen/wgsl/limits.ts";
 import { emitWgsl } from "../../compiler/codegen/wgsl/program.ts";
@@ -274,3 +275,34 @@ describe.skipIf(!gpu).each(["gpt2-tiny", "seq2seq-tiny"])(
     });
   },
 );
+
+describe.skipIf(!gpu)("--seq-len", () => {
+  it("caps the length the wgsl artifact accepts: T's capacity in the program, the input check", async () => {
+    const ckpt = join(FIXTURES, "gpt2-tiny");
+    const full = JSON.parse(readFileSync(join(ckpt, "config.json"), "utf8")) as {
+      n_positions: number;
+    };
+    const out = join(tempDir(), "artifact");
+    const r = await kiln("compile", ckpt, "--target", "wgsl", "--seq-len", "4", "--out", out);
+    if (r.code !== 0) throw new Error(r.stderr);
+    const m = JSON.parse(readFileSync(join(out, "manifest.json"), "utf8"));
+    expect(m.dims.find((d: { symbol: string }) => d.symbol === "T").capacity).toBe(4);
+    expect(m.inputs[0].maxLength).toBe(4);
+    expect(full.n_positions).toBeGreaterThan(4);
+    const mod = (await import(pathToFileURL(join(out, "model.js")).href)) as {
+      load(
+        device: GPUDevice,
+        source: string,
+      ): Promise<{
+        forward(i: { tokens: number[] }): Promise<{ rows: number }>;
+        destroy(): void;
+      }>;
+    };
+    const model = await mod.load(gpu!.device, ckpt);
+    expect((await model.forward({ tokens: [1, 2, 3, 4] })).rows).toBe(4);
+    await expect(model.forward({ tokens: [1, 2, 3, 4, 5] })).rejects.toThrow(
+      "tokens: length 5 exceeds the length the artifact was compiled for (--seq-len) (4)",
+    );
+    model.destroy();
+  }, 180_000);
+});

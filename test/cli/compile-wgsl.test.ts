@@ -7,8 +7,8 @@
  *  WebGPU's default limits rather than the device's) and the PyTorch fixtures' within 1e-4 with
  *  the same argmax; greedy generate gives the fixtures' tokens, and sampling kiln generate's. The
  *  files: one kernels/<name>.wgsl per kernel (exactly the emitted source, the kernels inspect
- *  lists), manifest.json without sources. `--seq-len` caps the length. Skipped, with a visible message, only where no WebGPU
- *  adapter exists (test/helpers/gpu.ts; CI requires one). */
+ *  lists), manifest.json without sources. `--seq-len` caps the length. Skipped, with a visible
+ *  message, only where no WebGPU adapter exists (test/helpers/gpu.ts; CI requires one). */
 import { spawnSync } from "node:child_process";
 import {
   cpSync,

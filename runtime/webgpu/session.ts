@@ -87,11 +87,16 @@ export interface Output {
   readonly data: Float32Array | Int32Array;
 }
 
+/** What a call reads back: every output, or only the index of the largest value in the last
+ *  row of the first output (greedy decoding: 4 bytes instead of a row of logits), returned as
+ *  one output `{shape: [1], data: Int32Array [index]}`; ties go to the lowest index. */
+export type Read = "outputs" | "argmax";
+
 export interface WebGpuSession {
   /** Positions in the KV cache. */
   readonly cachedLength: number;
-  run(inputs: readonly Tensor[]): Promise<Output[]>;
-  step(inputs: readonly Tensor[]): Promise<Output[]>;
+  run(inputs: readonly Tensor[], read?: Read): Promise<Output[]>;
+  step(inputs: readonly Tensor[], read?: Read): Promise<Output[]>;
   destroy(): void;
 }
 
@@ -234,6 +239,64 @@ async function compileKernel(
       `the pipeline could not be made: ${(e as Error).message} (${irLine})`,
     );
   }
+}
+
+/** Greedy decoding's reduction: the index of the largest of n values (the lowest on ties), one
+ *  workgroup of 256. Not generated from a Program: a fixed part of the runtime. */
+const ARGMAX_WGSL = `// argmax of row[0..n): each invocation scans a strided part, then a tree merge.
+@group(0) @binding(0) var<uniform> n: vec4<u32>;
+@group(0) @binding(1) var<storage, read> row: array<f32>;
+@group(0) @binding(2) var<storage, read_write> best: array<u32>;
+var<workgroup> bv: array<f32, 256>;
+var<workgroup> bi: array<u32, 256>;
+const NONE = 0xffffffffu;
+
+@compute @workgroup_size(256)
+fn main(@builtin(local_invocation_index) lid: u32) {
+  var v = -3.4028234663852886e38;
+  var at = NONE;
+  for (var i = lid; i < n.x; i += 256u) {
+    let x = row[i];
+    if (at == NONE || x > v) {
+      v = x;
+      at = i;
+    }
+  }
+  bv[lid] = v;
+  bi[lid] = at;
+  workgroupBarrier();
+  for (var s = 128u; s > 0u; s >>= 1u) {
+    if (lid < s) {
+      let ov = bv[lid + s];
+      let oi = bi[lid + s];
+      let mine = bi[lid];
+      if (oi != NONE && (mine == NONE || ov > bv[lid] || (ov == bv[lid] && oi < mine))) {
+        bv[lid] = ov;
+        bi[lid] = oi;
+      }
+    }
+    workgroupBarrier();
+  }
+  if (lid == 0u) {
+    best[0] = bi[0];
+  }
+}
+`;
+
+const ARGMAX = new WeakMap<GPUDevice, Promise<GPUComputePipeline>>();
+
+function argmaxPipeline(device: GPUDevice): Promise<GPUComputePipeline> {
+  let p = ARGMAX.get(device);
+  if (!p) {
+    const module = device.createShaderModule({ code: ARGMAX_WGSL, label: "argmax" });
+    p = device.createComputePipelineAsync({
+      label: "argmax",
+      layout: "auto",
+      compute: { module, entryPoint: "main" },
+    });
+    ARGMAX.set(device, p);
+  }
+  return p;
 }
 
 /** Scoped work: validation and out-of-memory errors become WebGpuErrors, a lost device too. */
@@ -464,8 +527,9 @@ function createSession(
     device.queue.writeBuffer(dimsBuffer, 0, values);
   }
 
-  async function execute(phases: readonly ("source" | "step")[]): Promise<Output[]> {
+  async function execute(phases: readonly ("source" | "step")[], read: Read): Promise<Output[]> {
     writeDims();
+    const argmax = read === "argmax" ? await argmaxPipeline(device) : undefined;
     const encoder = device.createCommandEncoder();
     const pass = encoder.beginComputePass();
     program.kernels.forEach((k, i) => {
@@ -473,15 +537,16 @@ function createSession(
         dispatch(pass, compiled[i].pipeline, groups[i]!, k, dims, program);
     });
     pass.end();
-    const reads = program.outputs.map((id) => readback(encoder, program.buffers[id]));
+    const reads = argmax
+      ? [lastRowArgmax(encoder, argmax, program.buffers[program.outputs[0]])]
+      : program.outputs.map((id) => readback(encoder, program.buffers[id]));
     device.queue.submit([encoder.finish()]);
     return Promise.all(reads.map((r) => r()));
   }
 
-  /** Encodes the copy of an output's current elements to a mappable buffer; the returned
-   *  function maps it and gives the values. */
-  function readback(encoder: GPUCommandEncoder, b: DriverBuffer): () => Promise<Output> {
-    const shape = b.shape.map((d) =>
+  /** The current shape of a buffer. */
+  function shapeOf(b: DriverBuffer): number[] {
+    return b.shape.map((d) =>
       evalSym(
         typeof d === "number"
           ? [{ coef: d, syms: [] }]
@@ -493,6 +558,69 @@ function createSession(
         dims,
       ),
     );
+  }
+
+  /** Encodes: the last row of `b` copied to a scratch row, the argmax kernel over it, its 4-byte
+   *  result copied to a mappable buffer; the returned function maps it. */
+  function lastRowArgmax(
+    encoder: GPUCommandEncoder,
+    pipeline: GPUComputePipeline,
+    b: DriverBuffer,
+  ): () => Promise<Output> {
+    const shape = shapeOf(b);
+    const cols = shape.length ? shape[shape.length - 1] : 1;
+    const total = shape.reduce((a, x) => a * x, 1);
+    const row = device.createBuffer({
+      size: Math.max(4, cols * 4),
+      usage: USAGE,
+      label: "argmax row",
+    });
+    const size = device.createBuffer({ size: 16, usage: UNIFORM, label: "argmax n" });
+    const best = device.createBuffer({ size: 4, usage: USAGE, label: "argmax" });
+    const staging = device.createBuffer({ size: 4, usage: MAP_READ, label: "read argmax" });
+    device.queue.writeBuffer(size, 0, new Uint32Array([cols, 0, 0, 0]));
+    // The row [total − cols, total) may straddle chunks: one copy per chunk it touches.
+    storage(b.id).forEach((buf, c) => {
+      const first = Math.max(total - cols, c * b.chunkElements);
+      const end = Math.min(total, (c + 1) * b.chunkElements);
+      if (end > first)
+        encoder.copyBufferToBuffer(
+          buf,
+          (first - c * b.chunkElements) * 4,
+          row,
+          (first - (total - cols)) * 4,
+          (end - first) * 4,
+        );
+    });
+    const pass = encoder.beginComputePass();
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(
+      0,
+      device.createBindGroup({
+        layout: pipeline.getBindGroupLayout(0),
+        entries: [
+          { binding: 0, resource: { buffer: size } },
+          { binding: 1, resource: { buffer: row } },
+          { binding: 2, resource: { buffer: best } },
+        ],
+      }),
+    );
+    pass.dispatchWorkgroups(1);
+    pass.end();
+    encoder.copyBufferToBuffer(best, 0, staging, 0, 4);
+    return async () => {
+      await staging.mapAsync(0x0001 /* GPUMapMode.READ */);
+      const index = new Uint32Array(staging.getMappedRange().slice(0, 4))[0];
+      staging.unmap();
+      for (const x of [staging, row, size, best]) x.destroy();
+      return { shape: [1], data: Int32Array.of(index) };
+    };
+  }
+
+  /** Encodes the copy of an output's current elements to a mappable buffer; the returned
+   *  function maps it and gives the values. */
+  function readback(encoder: GPUCommandEncoder, b: DriverBuffer): () => Promise<Output> {
+    const shape = shapeOf(b);
     const n = shape.reduce((a, x) => a * x, 1);
     const staging = device.createBuffer({
       size: Math.max(4, n * 4),
@@ -523,7 +651,7 @@ function createSession(
     get cachedLength() {
       return cached;
     },
-    async run(inputs) {
+    async run(inputs, read = "outputs") {
       const next = bind(ids, inputs, "run", new Map());
       if (kv.enabled) next.set(kv.past, 0);
       return guarded(device, lost, where, async () => {
@@ -539,7 +667,7 @@ function createSession(
           phases.unshift("source");
         }
         for (const id of stepIds) feed(id, byId.get(id)!);
-        const out = await execute(phases);
+        const out = await execute(phases, read);
         if (!same && sourceIds.length)
           source = sourceIds.map((id) => ({
             shape: [...byId.get(id)!.shape],
@@ -549,7 +677,7 @@ function createSession(
         return out;
       });
     },
-    async step(inputs) {
+    async step(inputs, read = "outputs") {
       if (!kv.enabled) throw new WebGpuError("input", where, `no KV cache: ${kv.reason}`);
       if (sourceIds.length && source === undefined)
         throw new WebGpuError("input", where, "step before run: the source has not been fed");
@@ -571,7 +699,7 @@ function createSession(
         dims.clear();
         for (const [s, v] of next) dims.set(s, v);
         stepIds.forEach((id, i) => feed(id, inputs[i]));
-        const out = await execute(["step"]);
+        const out = await execute(["step"], read);
         cached += t;
         return out;
       });

@@ -88,6 +88,51 @@ describe.skipIf(!gpu)("the WebGPU runtime", () => {
     expect(relError(got[0], want[0])).toBeLessThanOrEqual(1e-6);
   });
 
+  it("reads back only the last row's argmax when asked (greedy decoding), across chunks", async () => {
+    const ys = ndarray([5], Float32Array.from([1, -2, 0.5, 3, -1]));
+    for (const binding of [undefined, 24]) {
+      // 24 bytes: 6-float chunks, so the last row of 5 straddles two chunks for most T.
+      const limits = binding
+        ? withLimits(gpu!.limits, { maxStorageBufferBindingSize: binding })
+        : undefined;
+      const small = new Map([["T", 8]]);
+      const p = await wgslPair(gpu!, program(), () => undefined, { maxDims: small, limits });
+      for (const t of [1, 3, 7]) {
+        const xs = ndarray(
+          [t, 5],
+          Float32Array.from({ length: 5 * t }, (_, i) => Math.sin(i * 1.7)),
+        );
+        const { want } = await p.run(
+          new Map([
+            ["x", xs],
+            ["y", ys],
+          ]),
+        );
+        const last = Array.from(want[0].data.slice(-5));
+        const expected = last.indexOf(Math.max(...last));
+        const [got] = await p.session.run(
+          [
+            { shape: [t, 5], data: xs.data },
+            { shape: [5], data: ys.data },
+          ],
+          "argmax",
+        );
+        expect(got.shape).toEqual([1]);
+        expect(got.data[0]).toBe(expected);
+      }
+    }
+    // Ties go to the lowest index, as torch.argmax.
+    const p = await wgslPair(gpu!, program(), () => undefined, { maxDims });
+    const [tie] = await p.session.run(
+      [
+        { shape: [1, 5], data: new Float32Array([0, 2, 0, 2, 1]) },
+        { shape: [5], data: new Float32Array([1, 1, 1, 1, 1]) },
+      ],
+      "argmax",
+    );
+    expect(tie.data[0]).toBe(1);
+  });
+
   it("folds dispatches over the per-dimension workgroup limit into two dimensions", async () => {
     const limits = withLimits(gpu!.limits, {
       maxComputeWorkgroupsPerDimension: 9,

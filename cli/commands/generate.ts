@@ -1,6 +1,6 @@
 import { fail } from "../../compiler/errors.ts";
 import type { IO } from "../io.ts";
-import { loadCheckpoint } from "../../runtime/checkpoint.ts";
+import { loadCheckpoint, type Checkpoint } from "../../runtime/checkpoint.ts";
 import { generate as run } from "../../runtime/generate.ts";
 import { makeRunner } from "../../runtime/runner.ts";
 import { loadTokenizer } from "../../runtime/tokenizer.ts";
@@ -45,14 +45,17 @@ export async function generate(argv: readonly string[], io: IO): Promise<string>
   const maxNewTokens = intFlag("--max-new-tokens", values["max-new-tokens"]);
   if (maxNewTokens === undefined) fail("usage", "kiln generate", "--max-new-tokens is required");
   const target = targetFlag(values.target);
-  const ckpt = loadCheckpoint(dir);
+  // Held only until the runner has it: the ts runner lets go of weights it has handed over.
+  let ckpt: Checkpoint | undefined = loadCheckpoint(dir);
   const tokenizer =
     values.prompt !== undefined || ckpt.model.kind === "gpt2"
       ? loadTokenizer(dir, values.prompt !== undefined)
       : undefined;
   const prompt = tokenList("--tokens", values.tokens) ?? tokenizer!.encode(values.prompt!);
+  const runner = await makeRunner(ckpt, target, passFlags(values, io.err));
+  ckpt = undefined;
   const tokens = await run(
-    await makeRunner(ckpt, target, passFlags(values, io.err)),
+    runner,
     prompt,
     tokenList("--src-tokens", values["src-tokens"]),
     {

@@ -83,6 +83,16 @@ export async function generate(
   const tokens = [...prompt];
   const out: number[] = [];
   if (o.maxNewTokens === 0) return out;
+  if ((o.temperature ?? 0) === 0 && r.greedy) {
+    // The device picks each token; only its id comes back.
+    const g = await r.greedy(prompt, src);
+    let next = g.token;
+    for (let i = 0; i < o.maxNewTokens; i++) {
+      out.push(next);
+      if (i + 1 < o.maxNewTokens) next = await g.step([next]);
+    }
+    return out;
+  }
   const decoding = await r.prefill?.(prompt, src);
   let logits = decoding ? decoding.logits : await r.forward(tokens, src);
   for (let i = 0; i < o.maxNewTokens; i++) {

@@ -41,6 +41,19 @@ export interface Runner {
     tokens: readonly number[],
     srcTokens?: readonly number[],
   ) => Promise<Decoding>;
+  /** Present when the target can pick greedy tokens where the logits are (a GPU): the same
+   *  decoding, reading back only each step's argmax. */
+  readonly greedy?: (
+    tokens: readonly number[],
+    srcTokens?: readonly number[],
+  ) => Promise<GreedyDecoding>;
+}
+
+/** Greedy decoding on the device: the prompt's next token, then one call per new token. The
+ *  tokens are the argmax of what `prefill`'s Decoding would give (ties to the lowest id). */
+export interface GreedyDecoding {
+  readonly token: number;
+  step(tokens: readonly number[]): Promise<number>;
 }
 
 /** Incremental decoding: the prompt's logits, then one call per batch of new tokens. Each gives

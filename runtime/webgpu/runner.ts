@@ -3,7 +3,8 @@
  *  run by the WebGPU runtime (session.ts) on the process's shared device (device.ts). The same
  *  Runner as the other targets: `forward`, and `prefill` → incremental decoding with the KV
  *  cache on the GPU, through the decoding program (runtime/runner.ts decodingGraph: the last
- *  position's logits only, so a step reads back one row). Each program is compiled and its
+ *  position's logits only, so a step reads back one row), or `greedy`, which reads back only the
+ *  chosen token (the runtime's argmax over that row). Each program is compiled and its
  *  weights uploaded on first use: generation never builds the all-positions one. Logits come
  *  back as float32 values. */
 import { emitWgsl, type WgslProgram } from "../../compiler/codegen/wgsl/program.ts";
@@ -109,6 +110,21 @@ export async function wgslRunner(
                 return logits(
                   await guard(() => session.step(tensors(decoding.program, packed, true))),
                 );
+              },
+            };
+          },
+          async greedy(tokens: readonly number[], srcTokens?: readonly number[]) {
+            const inputs = packInputs(ckpt.model, tokens, srcTokens);
+            const session = (await modelOf(decoding)).createSession();
+            const pick = (out: readonly Output[]) => out[0].data[0];
+            const run = () => session.run(tensors(decoding.program, inputs, false), "argmax");
+            const token = pick(await guard(run));
+            return {
+              token,
+              step: async (next: readonly number[]) => {
+                const packed = packInputs(ckpt.model, next, srcTokens);
+                const t = tensors(decoding.program, packed, true);
+                return pick(await guard(() => session.step(t, "argmax")));
               },
             };
           },

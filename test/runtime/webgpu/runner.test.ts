@@ -89,6 +89,14 @@ describe.skipIf(!gpu).each([
     expect(await generate(wgsl, tokens, src, o)).toEqual(await generate(ref, tokens, src, o));
   });
 
+  it("greedy decoding reads back only the chosen tokens: the argmax of the decoding's logits", async () => {
+    expect(wgsl.greedy).toBeDefined();
+    const g = await wgsl.greedy!(tokens.slice(0, 2), src);
+    const d = await wgsl.prefill!(tokens.slice(0, 2), src);
+    expect(g.token).toBe(argmaxes(d.logits)[0]);
+    for (const t of tokens.slice(2)) expect(await g.step([t])).toBe(argmaxes(await d.step([t]))[0]);
+  });
+
   it("reports inputs past the context as input errors", async () => {
     const long = Array<number>(wgsl.maxLength + 1).fill(1);
     const e = await wgsl.forward(long, src).then(

@@ -15,7 +15,7 @@
  *    chunks of `chunkElements` elements, each its own GPUBuffer (kernel.ts binds them all).
  *  - Each kernel is checked against the limits profile as it is generated (kernel.ts); the
  *    first that does not fit fails compilation with a "limit" error naming it. */
-import { assertNever } from "../../errors.ts";
+import { assertNever, fail } from "../../errors.ts";
 import type { DType } from "../../ir/dtype.ts";
 import type { Graph } from "../../ir/graph.ts";
 import type { Dim } from "../../ir/shape.ts";
@@ -100,14 +100,17 @@ export function emitWgsl(p: Program, o: WgslOptions = {}): WgslProgram {
   const capacity = capacityOf(p, o.maxDims);
   for (const [s] of vars)
     if (!capacity.has(s) && !(p.kvCache.enabled && p.kvCache.past === s))
-      capacity.set(s, Number.NaN);
+      fail(
+        "usage",
+        `dim ${s}`,
+        "has no bound to size the GPU buffers with: give it a maximum (maxDims, --seq-len)",
+      );
   // Index checks see P at the cache's capacity; sizes see it at 0 (program.ts's storage rule).
   const reach = new Map(capacity);
   if (p.kvCache.enabled) reach.set(p.kvCache.past, p.kvCache.capacity ?? 0);
 
   const sizeAt = (id: number): number => {
     const n = bufferElements(p.buffers[id], capacity);
-    if (Number.isNaN(n)) throw new Error(`b${id}: a dim of its shape has no bound (give maxDims)`);
     return Math.max(1, n);
   };
   // Slots for planned temps, by first fit over lifetimes.
@@ -161,7 +164,7 @@ export function emitWgsl(p: Program, o: WgslOptions = {}): WgslProgram {
       const isPast = kv.enabled && kv.past === symbol;
       return {
         symbol,
-        capacity: isPast ? (kv.capacity ?? 0) : c === undefined || Number.isNaN(c) ? null : c,
+        capacity: isPast ? (kv.capacity ?? 0) : (c ?? null),
       };
     }),
     buffers,

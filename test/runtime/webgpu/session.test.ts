@@ -211,6 +211,13 @@ describe("compile-time limit checks", () => {
     );
   });
 
+  it("asks for a maximum for a dim that nothing bounds", () => {
+    const e = limitError(() => emitWgsl(program()));
+    expect(e.kind).toBe("usage");
+    expect(e.where).toBe("dim T");
+    expect(e.detail).toMatch(/give it a maximum/);
+  });
+
   it("refuses an index that overflows u32", () => {
     const e = limitError(() => emitWgsl(program(), { maxDims: new Map([["T", 2 ** 31]]) }));
     expect(e.detail).toMatch(

@@ -30,6 +30,8 @@ checkpoint folder (its config.json decides the model; the weights are checked, n
 
 --target wgsl: WGSL kernels on a WebGPU device the caller passes (load(device, source))
   DIR/kernels/*.wgsl  one file per kernel, exactly as model.js runs it
+  DIR/kernels/decode/*.wgsl  with a KV cache: the decoding program's kernels (the last
+                      position only), which generate runs; forward runs kernels/*.wgsl
   DIR/model.js        the kernels, the WebGPU driver and the loader as an ES module (no imports;
                       node:fs only when given a path; the webgpu package or navigator.gpu is yours)
   DIR/model.d.ts      its types
@@ -149,10 +151,21 @@ export async function compile(argv: readonly string[], io: IO): Promise<string> 
       graph: result.graph,
       source: graph,
     });
+    // With a KV cache, generate runs the decoding program (the last position's logits only), as
+    // kiln's own runners do.
+    let decoding: { program: typeof program; wgsl: typeof wgsl } | undefined;
+    if (wgsl.kvCache.enabled) {
+      const { decodingGraph } = await import("../../runtime/runner.ts");
+      const dg = decodingGraph(result.graph);
+      const dp = lower(dg);
+      const opts = { limits: WEBGPU_DEFAULTS, maxDims, graph: dg, source: graph };
+      decoding = { program: dp, wgsl: emitWgsl(dp, opts) };
+    }
     const built = await buildWgslArtifact({
       graph,
       program,
       wgsl,
+      ...(decoding ? { decoding } : {}),
       model,
       passes,
       kilnVersion: kilnVersion(),

@@ -27,6 +27,7 @@ import { emitWgsl } from "../../compiler/codegen/wgsl/program.ts";
 import { lower } from "../../compiler/lower/lower.ts";
 import { runPipeline } from "../../compiler/passes/pipeline.ts";
 import { loadCheckpoint } from "../../runtime/checkpoint.ts";
+import { decodingGraph } from "../../runtime/runner.ts";
 import { REPO, kiln, tempDir } from "../helpers/cli.ts";
 import { testGpu } from "../helpers/gpu.ts";
 
@@ -194,12 +195,34 @@ describe.skipIf(!gpu).each(["gpt2-tiny", "seq2seq-tiny"])(
         graph: opt.graph,
         source: c.graph,
       });
-      expect(readdirSync(join(out, "kernels")).sort()).toEqual(
-        wgsl.kernels.map((k) => `${k.name}.wgsl`).sort(),
-      );
+      const wgslIn = (dir: string) =>
+        readdirSync(join(out, dir))
+          .filter((f) => f.endsWith(".wgsl"))
+          .sort();
+      expect(wgslIn("kernels")).toEqual(wgsl.kernels.map((k) => `${k.name}.wgsl`).sort());
       for (const k of wgsl.kernels)
         expect(readFileSync(join(out, "kernels", `${k.name}.wgsl`), "utf8")).toBe(k.source);
+      // The decoding program generate runs (both models have a KV cache): kernels/decode/.
+      const dg = decodingGraph(opt.graph);
+      const decoding = emitWgsl(lower(dg), {
+        limits: WEBGPU_DEFAULTS,
+        graph: dg,
+        source: c.graph,
+      });
+      expect(wgslIn("kernels/decode")).toEqual(
+        decoding.kernels.map((k) => `${k.name}.wgsl`).sort(),
+      );
+      for (const k of decoding.kernels)
+        expect(readFileSync(join(out, "kernels", "decode", `${k.name}.wgsl`), "utf8")).toBe(
+          k.source,
+        );
       const m = JSON.parse(readFileSync(join(out, "manifest.json"), "utf8"));
+      expect(m.generate).toEqual({ available: true, program: "decoding" });
+      expect(m.decoding.kernels.map((k: { file: string }) => k.file)).toEqual(
+        decoding.kernels.map((k) => `kernels/decode/${k.name}.wgsl`),
+      );
+      expect(m.decoding.outputs[0].shape[0]).toBe(1);
+      expect(readFileSync(join(out, "README.md"), "utf8")).toMatch(/kernels\/decode\/\*\.wgsl/);
       const inspect = JSON.parse((await kiln("inspect", ckpt, "--format", "json")).stdout);
       const rows = (ks: { name: string; family: string; phase: string }[]) =>
         ks.map((k) => [k.name, k.family, k.phase]);

@@ -19,14 +19,18 @@ export interface WgslManifestOptions {
   readonly passes: readonly string[];
   /** How the limits were chosen ("WebGPU defaults"). */
   readonly limitsName: string;
+  /** The decoding program (the last-position pass) and its WGSL, which `generate` runs. */
+  readonly decoding?: { readonly program: Program; readonly wgsl: WgslProgram };
 }
 
-/** The file a kernel's source is written to, relative to the artifact folder. Kernel names are
- *  kiln's own (`k12_matmul`, lower.ts); anything else is refused rather than used as a path. */
-export function kernelFile(name: string): string {
+/** The file a kernel's source is written to, relative to the artifact folder: kernels/<name>.wgsl
+ *  for the full program's, kernels/decode/<name>.wgsl for the decoding program's (the two
+ *  programs' kernel names overlap). Kernel names are kiln's own (`k12_matmul`, lower.ts);
+ *  anything else is refused rather than used as a path. */
+export function kernelFile(name: string, program: "full" | "decoding" = "full"): string {
   if (!/^[A-Za-z0-9_]+$/.test(name))
     throw new Error(`wgsl artifact: kernel name ${JSON.stringify(name)} is not a plain name`);
-  return `kernels/${name}.wgsl`;
+  return program === "full" ? `kernels/${name}.wgsl` : `kernels/decode/${name}.wgsl`;
 }
 
 const typeOf = (g: Graph, k: string) => {
@@ -47,6 +51,27 @@ export function gpuBytes(w: WgslProgram): { model: number; session: number } {
   return { model, session };
 }
 
+/** The kernels of `w` as the manifest lists them, checked against `program`'s. */
+function kernelsOf(program: Program, w: WgslProgram, which: "full" | "decoding") {
+  return w.kernels.map((k, i) => {
+    const source = program.kernels[i];
+    if (source?.name !== k.name)
+      throw new Error(`wgsl artifact: kernel ${i} is ${k.name} in WGSL, not in the program`);
+    return {
+      name: k.name,
+      file: kernelFile(k.name, which),
+      family: k.family,
+      phase: k.phase,
+      node: source.node,
+      covers: source.covers,
+      bindings: k.bindings,
+      workgroups: k.workgroups,
+      workgroupSize: k.workgroupSize,
+      workgroupBytes: k.workgroupBytes,
+    };
+  });
+}
+
 export function wgslManifest(
   graph: Graph,
   program: Program,
@@ -55,6 +80,7 @@ export function wgslManifest(
   spec: ArtifactSpec,
   o: WgslManifestOptions,
 ): object {
+  const d = o.decoding;
   return {
     kiln: o.kilnVersion,
     target: "wgsl",
@@ -71,7 +97,7 @@ export function wgslManifest(
     layout: spec.layout,
     generate:
       spec.noGenerate === null
-        ? { available: true }
+        ? { available: true, program: d ? "decoding" : "full" }
         : { available: false, reason: spec.noGenerate },
     passes: o.passes,
     limits: { profile: o.limitsName, ...w.limits },
@@ -79,25 +105,28 @@ export function wgslManifest(
     bounds: w.bounds,
     seqDim: w.seqDim,
     kvCache: w.kvCache,
-    kernels: w.kernels.map((k, i) => {
-      const source = program.kernels[i];
-      if (source?.name !== k.name)
-        throw new Error(`wgsl artifact: kernel ${i} is ${k.name} in WGSL, not in the program`);
-      return {
-        name: k.name,
-        file: kernelFile(k.name),
-        family: k.family,
-        phase: k.phase,
-        node: source.node,
-        covers: source.covers,
-        bindings: k.bindings,
-        workgroups: k.workgroups,
-        workgroupSize: k.workgroupSize,
-        workgroupBytes: k.workgroupBytes,
-      };
-    }),
+    kernels: kernelsOf(program, w, "full"),
     buffers: w.buffers,
     slots: w.slots,
     memory: { ...gpuBytes(w), note: "bytes of GPU buffers at capacity: per model, per session" },
+    decoding: d
+      ? {
+          note: "the program generate runs (the last-position pass: the last position's logits only, [1, vocab]), loaded on the first generate; forward runs the program above",
+          outputs: d.program.outputs.map((id) => ({
+            name: d.program.buffers[id].name ?? d.program.buffers[id].node,
+            shape: d.program.buffers[id].shape,
+          })),
+          dims: d.wgsl.dims,
+          seqDim: d.wgsl.seqDim,
+          kvCache: d.wgsl.kvCache,
+          kernels: kernelsOf(d.program, d.wgsl, "decoding"),
+          buffers: d.wgsl.buffers,
+          slots: d.wgsl.slots,
+          memory: {
+            ...gpuBytes(d.wgsl),
+            note: "bytes of GPU buffers at capacity, once generate has run: its own copy of the params and load-phase buffers, and its session's",
+          },
+        }
+      : null,
   };
 }

@@ -10,7 +10,10 @@
  *    removed, inside a function so that none of its names can meet the loader's;
  *  - the program: LIMITS (the profile the kernels were compiled against), PROGRAM (the part of
  *    the WgslProgram the driver reads, typed by the driver's own DriverProgram) and
- *    KERNEL_SOURCES (each kernel's WGSL, exactly as kernels/<name>.wgsl holds it);
+ *    KERNEL_SOURCES (each kernel's WGSL, exactly as kernels/<name>.wgsl holds it); then, when
+ *    the model has a KV cache, the decoding program (the last-position pass: what `generate`
+ *    runs) as DECODING_PROGRAM and DECODING_KERNEL_SOURCES (kernels/decode/<name>.wgsl), else
+ *    null;
  *  - `load(device, source)`, with the model's own `Inputs` type.
  *
  *  User strings (param, input and model names) appear only inside JSON string literals, with
@@ -107,6 +110,8 @@ export interface WgslModelSourceOptions {
   readonly kilnVersion: string;
   /** How the limits were chosen, for the header: "WebGPU's defaults". */
   readonly limitsName: string;
+  /** The decoding program (emitted against the same limits), which `generate` runs. */
+  readonly decoding?: WgslProgram;
 }
 
 export function wgslModelSource(
@@ -114,6 +119,7 @@ export function wgslModelSource(
   w: WgslProgram,
   o: WgslModelSourceOptions,
 ): string {
+  const d = o.decoding;
   const example = spec.inputs.map(
     (i) => `${IDENTIFIER.test(i.key) ? i.key : literal(i.key)}: [1, 2, 3]`,
   );
@@ -164,6 +170,18 @@ export function wgslModelSource(
       0,
     )};`,
     "",
+    "/** The decoding program (the last position's logits only), which `generate` runs, loaded on",
+    " *  its first call; its kernels' sources are kernels/decode/<name>.wgsl. Null: generate runs",
+    " *  PROGRAM. */",
+    'const DECODING_PROGRAM: (Omit<ProgramData, "kernels" | "limits"> & {',
+    '  readonly kernels: readonly Omit<KernelData, "source">[];',
+    `}) | null = ${d ? literal(programData(d)) : "null"};`,
+    "",
+    `const DECODING_KERNEL_SOURCES: readonly string[] = ${literal(
+      d ? d.kernels.map((k) => k.source) : [],
+      0,
+    )};`,
+    "",
     SECTION("the API"),
     "",
     "/** What `forward` and `generate` take: one sequence per model input. */",
@@ -182,9 +200,21 @@ export function wgslModelSource(
     "    limits: LIMITS,",
     "    kernels: PROGRAM.kernels.map((k, i) => ({ ...k, source: KERNEL_SOURCES[i] })),",
     "  };",
+    "  const decoding: ProgramData | null = DECODING_PROGRAM && {",
+    "    ...DECODING_PROGRAM,",
+    "    limits: LIMITS,",
+    "    kernels: DECODING_PROGRAM.kernels.map((k, i) => ({ ...k, source: DECODING_KERNEL_SOURCES[i] })),",
+    "  };",
     "  return loadGpuModel<Inputs>(",
     "    SPEC,",
-    "    { device, limits: LIMITS, load: (weights) => DRIVER.loadModel(device, program, weights) },",
+    "    {",
+    "      device,",
+    "      limits: LIMITS,",
+    "      load: (weights) => DRIVER.loadModel(device, program, weights),",
+    "      ...(decoding",
+    "        ? { loadDecoding: (weights: (name: string) => Float32Array | undefined) => DRIVER.loadModel(device, decoding, weights) }",
+    "        : {}),",
+    "    },",
     "    source,",
     "  );",
     "}",

@@ -10,6 +10,11 @@ export interface WgslReadmeFacts {
   readonly limitsName: string;
   /** GPU bytes at capacity (manifest.ts's gpuBytes). */
   readonly memory: { readonly model: number; readonly session: number };
+  /** The decoding program generate runs, when the model has a KV cache. */
+  readonly decoding?: {
+    readonly kernels: number;
+    readonly memory: { readonly model: number; readonly session: number };
+  };
 }
 
 const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
@@ -52,7 +57,7 @@ package). Nothing else: no kiln, no other dependency, nothing downloaded.
 | \`model.js\` | the ES module to import: the kernels' WGSL, the driver, a strict safetensors reader, the loader and the sampler |
 | \`model.d.ts\` | its types |
 | \`kernels/*.wgsl\` | each kernel's WGSL, as \`model.js\` runs it (for reading, or for your own driver) |
-| \`manifest.json\` | the kernels in dispatch order with their bindings and workgroup counts, the buffers and their storage, the dims, inputs and outputs, the model's config |
+${f.decoding ? `| \`kernels/decode/*.wgsl\` | the decoding program's ${f.decoding.kernels} kernels: what \`generate\` runs (below) |\n` : ""}| \`manifest.json\` | the kernels in dispatch order with their bindings and workgroup counts, the buffers and their storage, the dims, inputs and outputs, the model's config |
 | \`package.json\` | marks \`model.js\` as an ES module, so the folder can be imported as a package |
 
 ## Use it
@@ -105,7 +110,13 @@ WebGPU device supports, so a device from a plain \`adapter.requestDevice()\` run
 checks the device's limits first. A buffer larger than one binding allows is stored in chunks.
 Every buffer is allocated once, at the longest sequence the model accepts: ${mib(f.memory.model)}
 for the weights and the model's own buffers, and ${mib(f.memory.session)} for its working
-buffers (\`kiln compile --seq-len N\` makes the longest sequence, and this, smaller).
+buffers (\`kiln compile --seq-len N\` makes the longest sequence, and this, smaller).${
+    f.decoding
+      ? `
+The first \`generate\` loads the decoding program (below): ${mib(f.decoding.memory.model)} more for
+its own copy of the weights and buffers, and ${mib(f.decoding.memory.session)} for its session.`
+      : ""
+  }
 
 ### TypeScript
 
@@ -131,7 +142,16 @@ ${
   token ids (\`number[]\`). Temperature 0 (the default) is greedy; above 0 it samples from
   \`softmax(logits / temperature)\`, among the \`topK\` most likely tokens when given, with a seeded
   generator (\`seed\`, default 0), as \`kiln generate --temperature T --top-k K --seed S\` does.
-  ${spec.kvCache ? "The prompt runs once; each new token is one step against a KV cache kept on the GPU." : "Each new token reruns the whole sequence (this model has no KV cache)."}`
+  ${spec.kvCache ? "The prompt runs once; each new token is one step against a KV cache kept on the GPU." : "Each new token reruns the whole sequence (this model has no KV cache)."}${
+    f.decoding
+      ? `
+  \`generate\` runs the decoding program (\`kernels/decode/*.wgsl\`, \`decoding\` in
+  \`manifest.json\`): the same model after kiln's last-position pass, which computes only the last
+  position's logits; it is compiled and its weights uploaded on the first \`generate\`, and at
+  temperature 0 only the chosen token is read back from the GPU. \`forward\` runs the full
+  program (\`kernels/*.wgsl\`).`
+      : ""
+  }`
     : `- \`model.generate\` is not available: ${spec.noGenerate}.`
 }
 - \`model.destroy()\` frees the model's GPU buffers (the device stays yours).
@@ -159,6 +179,12 @@ for a buffer stored in chunks, the chunk), read-only or read-write as listed. Bu
 \`slot\` share the slot's storage. Dispatch \`ceil(count / per)\` workgroups (\`workgroups\`:
 \`count\` is a sum of \`coef × dims\` terms), as \`(x, y)\` with \`x\` at most
 \`maxComputeWorkgroupsPerDimension\` when there are more. Kernels run in the listed order; the
-\`load\` phase once, \`source\` when the source inputs change, \`step\` on every call.
+\`load\` phase once, \`source\` when the source inputs change, \`step\` on every call.${
+    f.decoding
+      ? ` The decoding
+program (\`decoding\` in \`manifest.json\`, \`kernels/decode/*.wgsl\`) is driven the same way with
+its own dims, buffers and params.`
+      : ""
+  }
 `;
 }

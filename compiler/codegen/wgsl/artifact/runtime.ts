@@ -13,7 +13,12 @@
  *    for the previous ones), so a forward started during a generate cannot reset its KV cache.
  *  - `generate` is runtime/generate.ts's loop as in the ts artifact: greedy at temperature 0,
  *    else softmax(logits / t) over the top k drawn with mulberry32(seed); with a KV cache the
- *    prompt runs once and each new token is one cached step (the cache stays on the GPU).
+ *    prompt runs once and each new token is one cached step (the cache stays on the GPU), both
+ *    through the decoding program when the artifact has one (`GpuTarget.loadDecoding`: the
+ *    last-position pass, so only the last position's logits, [1, vocab]), which is compiled and
+ *    given its params on the first generate (the weights stay in memory until then), and at
+ *    temperature 0 each call reads back only the chosen token (the driver's "argmax" read).
+ *    `forward` always runs the full program (every position's logits).
  *  - The driver's errors (kind "input" or "device", duck-typed) come out as KilnErrors;
  *    `destroy()` frees the model's GPU buffers (not the device) and later calls fail. */
 import { fail, KilnError } from "../../../errors.ts";
@@ -37,10 +42,14 @@ import {
 
 // ── what the driver provides (runtime/webgpu/session.ts, wired up in model.js) ───────────────
 
+/** What a call reads back: every output, or only the index of the largest value in the last
+ *  row of the first output, as `[{ shape: [1], data: [index] }]` (the driver's `Read`). */
+export type GpuRead = "outputs" | "argmax";
+
 /** A WebGPU session: `run` resets the KV cache, `step` decodes against it. */
 export interface GpuKernelSession {
-  run(inputs: readonly KernelTensor[]): Promise<KernelOutput[]>;
-  step(inputs: readonly KernelTensor[]): Promise<KernelOutput[]>;
+  run(inputs: readonly KernelTensor[], read?: GpuRead): Promise<KernelOutput[]>;
+  step(inputs: readonly KernelTensor[], read?: GpuRead): Promise<KernelOutput[]>;
   destroy(): void;
 }
 
@@ -55,6 +64,11 @@ export interface GpuTarget {
   readonly device: unknown;
   readonly limits: Readonly<Record<string, number>>;
   load(weights: (name: string) => Float32Array | undefined): Promise<GpuKernelModel>;
+  /** The decoding program (last position only), when the full program has a KV cache: what
+   *  `generate` runs, loaded on its first call. */
+  readonly loadDecoding?: (
+    weights: (name: string) => Float32Array | undefined,
+  ) => Promise<GpuKernelModel>;
 }
 
 // ── the public API ─────────────────────────────────────────────────────────────────────────
@@ -114,8 +128,29 @@ function makeGpuModel<I>(
   spec: ArtifactSpec,
   kernels: GpuKernelModel,
   session: GpuKernelSession,
+  loadDecoding: (() => Promise<GpuKernelModel>) | undefined,
 ): GpuModel<I> {
   let destroyed = false;
+  /** The decoding program's model and one session on it, made by the first generate. */
+  let decoding: Promise<{ model: GpuKernelModel; session: GpuKernelSession }> | undefined;
+  const decoder = (load: () => Promise<GpuKernelModel>) => {
+    if (!decoding) {
+      const made = onGpu(async () => {
+        const model = await load();
+        try {
+          return { model, session: model.createSession() };
+        } catch (e) {
+          model.destroy();
+          throw e;
+        }
+      });
+      decoding = made;
+      made.catch(() => {
+        if (decoding === made) decoding = undefined; // the next generate tries again
+      });
+    }
+    return decoding;
+  };
   let tail: Promise<unknown> = Promise.resolve();
   /** One call at a time: `f` starts when every earlier call has settled. */
   const serial = <T>(f: () => Promise<T>): Promise<T> => {
@@ -154,6 +189,25 @@ function makeGpuModel<I>(
         const out: number[] = [];
         if (maxNewTokens === 0) return out;
         const tokens = [...prompt];
+        const stepOf = (next: number) => [{ shape: [1], data: Int32Array.of(next) }];
+        if (spec.kvCache && loadDecoding) {
+          // The decoding program: the prompt once, then one cached step per token; greedy reads
+          // back only the chosen token.
+          const d = (await decoder(loadDecoding)).session;
+          const t = temperature ?? 0;
+          const pick = async (call: (read: GpuRead) => Promise<KernelOutput[]>) => {
+            if (t === 0) return (await onGpu(() => call("argmax")))[0].data[0];
+            return sample(finalRow(resultOf(await onGpu(() => call("outputs")))), t, topK, rand);
+          };
+          let next = await pick((read) => d.run(packed, read));
+          for (let i = 0; ; i++) {
+            out.push(next);
+            if (i + 1 === maxNewTokens) break;
+            const last = next;
+            next = await pick((read) => d.step(stepOf(last), read));
+          }
+          return out;
+        }
         let logits = resultOf(await onGpu(() => session.run(packed)));
         for (let i = 0; i < maxNewTokens; i++) {
           const next = sample(finalRow(logits), temperature ?? 0, topK, rand);
@@ -161,7 +215,7 @@ function makeGpuModel<I>(
           out.push(next);
           if (i + 1 === maxNewTokens) break;
           logits = spec.kvCache
-            ? resultOf(await onGpu(() => session.step([{ shape: [1], data: Int32Array.of(next) }])))
+            ? resultOf(await onGpu(() => session.step(stepOf(next))))
             : await forwardNow({ ...fields, [step.key]: tokens } as I);
         }
         return out;
@@ -171,6 +225,14 @@ function makeGpuModel<I>(
       destroyed = true;
       session.destroy();
       kernels.destroy();
+      // A decoding program still loading is freed when it arrives.
+      void decoding?.then(
+        (d) => {
+          d.session.destroy();
+          d.model.destroy();
+        },
+        () => undefined,
+      );
     },
   };
 }
@@ -188,5 +250,11 @@ export async function loadGpuModel<I>(
   const weights = matchParams(spec, st.tensors, src.file);
   const kernels = await onGpu(() => gpu.load((name) => weights.get(name)));
   const session = await onGpu(() => kernels.createSession());
-  return makeGpuModel<I>(spec, kernels, session);
+  const loadDecoding = gpu.loadDecoding;
+  return makeGpuModel<I>(
+    spec,
+    kernels,
+    session,
+    loadDecoding && (() => loadDecoding((name) => weights.get(name))),
+  );
 }

@@ -106,56 +106,81 @@ interface StandIn {
 
 /** A stand-in for the driver: artifact-stand-in.ts's logits (7·token + 3·v + 5·position) mod
  *  vocab + Σ the first value of each param, asynchronous, each call yielding to the event loop
- *  between its start and its end so that overlapping calls would show in the log. */
-function standIn(params: readonly string[], stepInput = 0): StandIn {
+ *  between its start and its end so that overlapping calls would show in the log. With
+ *  `decoding`, the target has a decoding program too: its calls are logged "decode run<" …
+ *  (with ":argmax" when only the token is read), its rows are only the last position's, and
+ *  its load "load decoding". */
+function standIn(params: readonly string[], stepInput = 0, decoding = false): StandIn {
   const log: string[] = [];
+  const load =
+    (prefix: string, lastOnly: boolean) =>
+    async (weights: (name: string) => Float32Array | undefined): Promise<GpuKernelModel> => {
+      let bias = 0;
+      for (const name of params) {
+        const w = weights(name);
+        if (w === undefined) throw new DriverError("input", `param "${name}"`, "missing");
+        bias += w[0];
+      }
+      let cached = 0;
+      const rows = (tokens: ArrayLike<number>, first: number, read = "outputs") => {
+        const out = new Float32Array(tokens.length * VOCAB);
+        for (let t = 0; t < tokens.length; t++)
+          for (let v = 0; v < VOCAB; v++)
+            out[t * VOCAB + v] = ((7 * tokens[t] + 3 * v + 5 * (first + t)) % VOCAB) + bias;
+        const n = lastOnly ? 1 : tokens.length;
+        const kept = out.slice((tokens.length - n) * VOCAB);
+        if (read === "argmax") {
+          const last = kept.subarray((n - 1) * VOCAB);
+          let best = 0;
+          for (let v = 1; v < VOCAB; v++) if (last[v] > last[best]) best = v;
+          return [{ shape: [1], data: Int32Array.of(best) }];
+        }
+        return [{ shape: [n, VOCAB], data: kept }];
+      };
+      const call = async <T>(what: string, f: () => T, read = "outputs"): Promise<T> => {
+        what = prefix + what + (read === "argmax" ? ":argmax" : "");
+        log.push(`${what}<`);
+        await new Promise((r) => setImmediate(r));
+        log.push(`${what}>`);
+        const e = self.failNext;
+        self.failNext = undefined;
+        if (e) throw e;
+        return f();
+      };
+      if (lastOnly) log.push("load decoding");
+      return {
+        createSession: () => ({
+          run: (inputs, read) =>
+            call(
+              "run",
+              () => {
+                cached = inputs[stepInput].data.length;
+                return rows(inputs[stepInput].data, 0, read);
+              },
+              read,
+            ),
+          step: (inputs, read) =>
+            call(
+              "step",
+              () => {
+                const out = rows(inputs[0].data, cached, read);
+                cached += inputs[0].data.length;
+                return out;
+              },
+              read,
+            ),
+          destroy: () => log.push(`destroy ${prefix}session`),
+        }),
+        destroy: () => log.push(`destroy ${prefix}model`),
+      };
+    };
   const self: StandIn = {
     log,
     target: {
       device: fakeDevice(),
       limits: { ...WEBGPU_DEFAULTS },
-      async load(weights): Promise<GpuKernelModel> {
-        let bias = 0;
-        for (const name of params) {
-          const w = weights(name);
-          if (w === undefined) throw new DriverError("input", `param "${name}"`, "missing");
-          bias += w[0];
-        }
-        let cached = 0;
-        const rows = (tokens: ArrayLike<number>, first: number) => {
-          const out = new Float32Array(tokens.length * VOCAB);
-          for (let t = 0; t < tokens.length; t++)
-            for (let v = 0; v < VOCAB; v++)
-              out[t * VOCAB + v] = ((7 * tokens[t] + 3 * v + 5 * (first + t)) % VOCAB) + bias;
-          return [{ shape: [tokens.length, VOCAB], data: out }];
-        };
-        const call = async <T>(what: string, f: () => T): Promise<T> => {
-          log.push(`${what}<`);
-          await new Promise((r) => setImmediate(r));
-          log.push(`${what}>`);
-          const e = self.failNext;
-          self.failNext = undefined;
-          if (e) throw e;
-          return f();
-        };
-        return {
-          createSession: () => ({
-            run: (inputs) =>
-              call("run", () => {
-                cached = inputs[stepInput].data.length;
-                return rows(inputs[stepInput].data, 0);
-              }),
-            step: (inputs) =>
-              call("step", () => {
-                const out = rows(inputs[0].data, cached);
-                cached += inputs[0].data.length;
-                return out;
-              }),
-            destroy: () => log.push("destroy session"),
-          }),
-          destroy: () => log.push("destroy model"),
-        };
-      },
+      load: load("", false),
+      ...(decoding ? { loadDecoding: load("decode ", true) } : {}),
     },
   };
   return self;
@@ -239,6 +264,63 @@ describe("the loader's GPU half (GPT-2 layout, a stand-in driver)", () => {
         want,
       );
     }
+  });
+
+  it("generate through the decoding program: loaded on the first generate, the argmax read at temperature 0; forward stays on the full program", async () => {
+    const s = standIn(params, 0, true);
+    const m = await loadGpuModel<Inputs>(spec, s.target, bytes);
+    expect(s.log).toEqual([]);
+    expect((await m.forward({ tokens: [3, 5] })).rows).toBe(2);
+    expect(await m.generate({ tokens: [3, 5], maxNewTokens: 6 })).toEqual(greedy([3, 5], 6));
+    expect(await m.generate({ tokens: [4], maxNewTokens: 3 })).toEqual(greedy([4], 3));
+    // The full program ran the forward only; the decoding program was loaded once, and read
+    // back only the chosen tokens.
+    expect(s.log.filter((x) => !x.endsWith(">"))).toEqual([
+      "run<",
+      "load decoding",
+      "decode run:argmax<",
+      ...Array(5).fill("decode step:argmax<"),
+      "decode run:argmax<",
+      ...Array(2).fill("decode step:argmax<"),
+    ]);
+    // Sampled: the decoding program's rows (the last position's), as forward's last row.
+    for (const [temperature, topK, seed] of [
+      [0.7, undefined, 0],
+      [1.3, 5, 42],
+    ] as const) {
+      const rand = seededRandom(seed);
+      const tokens = [2];
+      const want: number[] = [];
+      for (let i = 0; i < 5; i++) {
+        const last = (await m.forward({ tokens })).logits.slice(-VOCAB);
+        const next = sample(last, temperature, topK, rand);
+        want.push(next);
+        tokens.push(next);
+      }
+      s.log.length = 0;
+      expect(await m.generate({ tokens: [2], maxNewTokens: 5, temperature, topK, seed })).toEqual(
+        want,
+      );
+      expect(s.log.filter((x) => x.endsWith("<"))).toEqual([
+        "decode run<",
+        ...Array(4).fill("decode step<"),
+      ]);
+    }
+    m.destroy();
+    await new Promise((r) => setImmediate(r));
+    expect(s.log.filter((x) => x.startsWith("destroy"))).toEqual([
+      "destroy session",
+      "destroy model",
+      "destroy decode session",
+      "destroy decode model",
+    ]);
+  });
+
+  it("without a KV cache generate ignores the decoding program", async () => {
+    const s = standIn(params, 0, true);
+    const m = await loadGpuModel<Inputs>({ ...spec, kvCache: false }, s.target, bytes);
+    expect(await m.generate({ tokens: [4], maxNewTokens: 3 })).toEqual(greedy([4], 3));
+    expect(s.log.filter((x) => x.endsWith("<"))).toEqual(Array(3).fill("run<"));
   });
 
   it("generate without a KV cache reruns the whole sequence for each token", async () => {
@@ -401,6 +483,8 @@ describe("model.js as assembled", () => {
     expect(m.buffers).toHaveLength(plain.wgsl.buffers.length);
     expect(m.dims).toEqual(plain.wgsl.dims);
     expect(m.generate).toMatchObject({ available: false });
+    expect(m.decoding).toBeNull();
+    expect(Object.keys(plain.files).filter((f) => f.startsWith("kernels/decode/"))).toEqual([]);
     expect(plain.files["README.md"]).toMatch(/npm install webgpu/);
     expect(plain.files["README.md"]).toMatch(/navigator\.gpu\.requestAdapter/);
   });

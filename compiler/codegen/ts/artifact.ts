@@ -63,26 +63,33 @@ export async function buildArtifact(a: ArtifactInput): Promise<Record<ArtifactFi
     "model.d.ts": dts,
     "manifest.json": literal(m) + "\n",
     "README.md": readme(spec, a.kilnVersion, { kernels: a.program.kernels.length }),
-    "package.json":
-      literal({
-        name: "kiln-artifact",
-        private: true,
-        type: "module",
-        main: "./model.js",
-        types: "./model.d.ts",
-        exports: { ".": { types: "./model.d.ts", default: "./model.js" } },
-      }) + "\n",
+    "package.json": PACKAGE_JSON,
   };
 }
 
-async function formatted(source: string): Promise<string> {
+/** An artifact's package.json: Node reads model.js as an ES module only with it beside it. */
+export const PACKAGE_JSON =
+  literal({
+    name: "kiln-artifact",
+    private: true,
+    type: "module",
+    main: "./model.js",
+    types: "./model.d.ts",
+    exports: { ".": { types: "./model.d.ts", default: "./model.js" } },
+  }) + "\n";
+
+/** Source through prettier when it is installed (a development dependency), for reading. */
+export async function formatted(
+  source: string,
+  parser: "typescript" | "babel" = "typescript",
+): Promise<string> {
   let prettier: typeof import("prettier");
   try {
     prettier = await import("prettier");
   } catch {
     return source;
   }
-  return prettier.format(source, { parser: "typescript", printWidth: 100 });
+  return prettier.format(source, { parser, printWidth: 100 });
 }
 
 export function writeArtifact(dir: string, files: Record<ArtifactFile, string>): void {

@@ -21,6 +21,7 @@ import { mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import type { Graph } from "../../ir/graph.ts";
 import type { Program } from "../../lower/program.ts";
+import { formatted, PACKAGE_JSON } from "../ts/artifact.ts";
 import { literal, transpile } from "../ts/artifact/model-source.ts";
 import { artifactSpec, type ArtifactModel } from "../ts/artifact/spec.ts";
 import { gpuBytes, kernelFile, wgslManifest } from "./artifact/manifest.ts";
@@ -84,7 +85,7 @@ export async function buildWgslArtifact(a: WgslArtifactInput): Promise<WgslArtif
   for (const k of decoding?.wgsl.kernels ?? []) files[kernelFile(k.name, "decoding")] = k.source;
   return {
     ...files,
-    "model.js": await formatted(js),
+    "model.js": await formatted(js, "babel"),
     "model.d.ts": dts,
     "manifest.json": literal(m) + "\n",
     "README.md": wgslReadme(spec, a.kilnVersion, {
@@ -95,27 +96,8 @@ export async function buildWgslArtifact(a: WgslArtifactInput): Promise<WgslArtif
         ? { decoding: { kernels: decoding.wgsl.kernels.length, memory: gpuBytes(decoding.wgsl) } }
         : {}),
     }),
-    "package.json":
-      literal({
-        name: "kiln-artifact",
-        private: true,
-        type: "module",
-        main: "./model.js",
-        types: "./model.d.ts",
-        exports: { ".": { types: "./model.d.ts", default: "./model.js" } },
-      }) + "\n",
+    "package.json": PACKAGE_JSON,
   };
-}
-
-/** model.js through prettier when it is installed (a development dependency), for reading. */
-async function formatted(js: string): Promise<string> {
-  let prettier: typeof import("prettier");
-  try {
-    prettier = await import("prettier");
-  } catch {
-    return js;
-  }
-  return prettier.format(js, { parser: "babel", printWidth: 100 });
 }
 
 export function writeWgslArtifact(dir: string, files: WgslArtifactFiles): void {

@@ -368,6 +368,29 @@ export function checkGenerate(o: GenerateSettings): void {
     fail("usage", "seed", `must be an integer, got ${o.seed}`);
 }
 
+/** A generate request checked and packed: its settings, the other fields (the inputs), the
+ *  packed inputs, the step input's index and key, and the prompt (that input's ids), after the
+ *  context check. Both artifacts' `generate` start here. */
+export function generateRequest(spec: ArtifactSpec, request: unknown) {
+  if (typeof request !== "object" || request === null)
+    fail("usage", "generate", "expected { tokens, maxNewTokens, … }");
+  const { maxNewTokens, temperature, topK, seed, ...rest } = request as GenerateSettings;
+  checkGenerate({ maxNewTokens, temperature, topK, seed });
+  if (spec.noGenerate !== null) fail("usage", "generate", spec.noGenerate);
+  const fields = rest as Readonly<Record<string, unknown>>;
+  const packed = packModelInputs(spec, fields);
+  const at = spec.inputs.findIndex((i) => i.phase === "step");
+  const step = spec.inputs[at];
+  const prompt = Array.from(packed[at].data);
+  if (step.maxLength !== null && prompt.length + maxNewTokens > step.maxLength)
+    fail(
+      "input",
+      "maxNewTokens",
+      `${prompt.length} prompt tokens + ${maxNewTokens} new tokens exceed the model's context of ${step.maxLength}`,
+    );
+  return { maxNewTokens, temperature, topK, seed, fields, packed, step, prompt };
+}
+
 // ── the model ──────────────────────────────────────────────────────────────────────────────
 
 /** Calls into the kernels; their own errors (duck-typed: kind, where, detail) come out as
@@ -410,22 +433,8 @@ function makeModel<I>(spec: ArtifactSpec, session: KernelSession): Model<I> {
   return {
     forward,
     generate(request) {
-      if (typeof request !== "object" || request === null)
-        fail("usage", "generate", "expected { tokens, maxNewTokens, … }");
-      const { maxNewTokens, temperature, topK, seed, ...rest } = request;
-      checkGenerate({ maxNewTokens, temperature, topK, seed });
-      if (spec.noGenerate !== null) fail("usage", "generate", spec.noGenerate);
-      const fields = rest as Readonly<Record<string, unknown>>;
-      const packed = packModelInputs(spec, fields);
-      const at = spec.inputs.findIndex((i) => i.phase === "step");
-      const step = spec.inputs[at];
-      const prompt = Array.from(packed[at].data);
-      if (step.maxLength !== null && prompt.length + maxNewTokens > step.maxLength)
-        fail(
-          "input",
-          "maxNewTokens",
-          `${prompt.length} prompt tokens + ${maxNewTokens} new tokens exceed the model's context of ${step.maxLength}`,
-        );
+      const { maxNewTokens, temperature, topK, seed, fields, packed, step, prompt } =
+        generateRequest(spec, request);
       const rand = seededRandom(seed ?? 0);
       const out: number[] = [];
       if (maxNewTokens === 0) return out;

@@ -26,8 +26,8 @@ import { sample, seededRandom } from "../../../../runtime/generate.ts";
 import { parseSafetensors } from "../../../../runtime/safetensors.ts";
 import {
   checkConfig,
-  checkGenerate,
   finalRow,
+  generateRequest,
   matchParams,
   packModelInputs,
   readSource,
@@ -169,22 +169,8 @@ function makeGpuModel<I>(
     forward: (inputs) => serial(() => forwardNow(inputs)),
     generate: (request) =>
       serial(async () => {
-        if (typeof request !== "object" || request === null)
-          fail("usage", "generate", "expected { tokens, maxNewTokens, … }");
-        const { maxNewTokens, temperature, topK, seed, ...rest } = request;
-        checkGenerate({ maxNewTokens, temperature, topK, seed });
-        if (spec.noGenerate !== null) fail("usage", "generate", spec.noGenerate);
-        const fields = rest as Readonly<Record<string, unknown>>;
-        const packed = packModelInputs(spec, fields);
-        const at = spec.inputs.findIndex((i) => i.phase === "step");
-        const step = spec.inputs[at];
-        const prompt = Array.from(packed[at].data);
-        if (step.maxLength !== null && prompt.length + maxNewTokens > step.maxLength)
-          fail(
-            "input",
-            "maxNewTokens",
-            `${prompt.length} prompt tokens + ${maxNewTokens} new tokens exceed the model's context of ${step.maxLength}`,
-          );
+        const { maxNewTokens, temperature, topK, seed, fields, packed, step, prompt } =
+          generateRequest(spec, request);
         const rand = seededRandom(seed ?? 0);
         const out: number[] = [];
         if (maxNewTokens === 0) return out;

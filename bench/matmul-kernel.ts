@@ -2,15 +2,16 @@
  *  for several schedules, at the GPT-2 shapes (M×K×N): 64×768×768, 128×768×3072, 256×768×2304,
  *  plus M = 1 (decode). 2·M·K·N flops per call; the median of timed calls after a discarded one.
  *
- *    npx tsx bench/matmul-kernel.ts [--schedules 4x4a,4x8] [--budget-ms 1500] [--epilogue "add(acc, $0)"]
+ *    npx tsx bench/matmul-kernel.ts [--schedules 3x3s4,4x8s1] [--budget-ms 1500] [--epilogue "add(acc, $0)"]
  *
- *  A schedule is ROWSxCOLS, with `a` appended for packA (a block's rows of a copied to float64).
+ *  A schedule is ROWSxCOLSsSPAN: blocks of ROWS×COLS, panels COLS wide, SPAN panels per pass of
+ *  the one-row kernel (matmul.ts's Schedule).
  *
  *  The first row is a yardstick measured in the same race: the classic hand-written 4×4 loop
  *  (peers.md's "plain JS, 4×4 register blocking", 4.7 GFLOP/s on the AVX-512 3.5 GHz machine
- *  measured there). Read the generated kernels against it: on the 2-core 2.45 GHz AMD EPYC
- *  without AVX-512 this was written on, busy with other work, the yardstick ran 1.3–2.9 and
- *  4×8 with packA (the default) 2.2–3.2 (best calls), about 1.1–1.8× the yardstick.
+ *  measured there). Read the generated kernels against it: on the 2-core AMD EPYC (Zen 3, no
+ *  AVX-512) this was written on, the yardstick ran 2.4–3.0 and 3×3 with span 4 (the default)
+ *  4.1–4.5 (best calls); 4×4 and 4×8 blocks 3.3–4.1: their accumulators spill.
  *
  *  The kernel source is transpiled with TypeScript and instantiated with `new Function` — here,
  *  in a benchmark, only; the runtime never evaluates generated strings. Each schedule and shape
@@ -33,7 +34,7 @@ const SHAPES: readonly (readonly [number, number, number])[] = [
   [1, 768, 3072],
 ];
 
-const DEFAULT_SCHEDULES = ["4x4a", "4x4", "4x8a", "4x8", "2x8a", "3x8a", "2x4a", "8x4a", "1x8a"];
+const DEFAULT_SCHEDULES = ["3x3s4", "3x3s2", "3x3s1", "4x4s2", "4x8s1", "2x6s2", "3x4s3", "2x4s2"];
 
 type Kernel = (...args: unknown[]) => void;
 type Pack = (b: Float32Array, off: number) => Float32Array;
@@ -44,12 +45,12 @@ function arg(name: string): string | undefined {
 }
 
 function parseSchedule(s: string): Schedule {
-  const m = /^(\d+)x(\d+)(a?)$/.exec(s);
-  if (!m) throw new Error(`--schedules: ${s} is not ROWSxCOLS or ROWSxCOLSa`);
-  return { rows: Number(m[1]), cols: Number(m[2]), packA: m[3] === "a" };
+  const m = /^(\d+)x(\d+)s(\d+)$/.exec(s);
+  if (!m) throw new Error(`--schedules: ${s} is not ROWSxCOLSsSPAN (e.g. 3x3s4)`);
+  return { rows: Number(m[1]), cols: Number(m[2]), span: Number(m[3]) };
 }
 
-const label = (s: Schedule) => `${s.rows}×${s.cols}${s.packA ? ", packA" : ""}`;
+const label = (s: Schedule) => `${s.rows}×${s.cols}, span ${s.span}`;
 
 /** The generated module as functions (benchmark only: see the header). */
 function instantiate(spec: MatmulSpec): { kernel: Kernel; pack: Pack } {

@@ -5,13 +5,17 @@
  *    packs it once, at load, into panels of `cols` columns (the schedule's), each contiguous
  *    along K (panel p, row k, column c at (p·K + k)·cols + c), the last zero-padded to full width.
  *    transposeB only changes how the packing reads b; the kernel never sees it.
- *  - The kernel walks blocks of `rows` × `cols` outputs. With `packA` (the default), a block's
- *    rows of a are first copied to a float64 scratch, interleaved along K. Each block's
- *    accumulators are locals (`c00` …), summed over K in order — each step reads `rows` values of
- *    a and one contiguous group of `cols` packed b values — then stored into `tile` and finished
- *    by `finish`: the epilogue on each float64 accumulator, then the float32 store. Rows past the
- *    last full block go through a one-row kernel; the zero-padded last panel makes every panel
- *    full-width, and `finish` stores only columns < N.
+ *  - The kernel walks blocks of `rows` × `cols` outputs, one panel wide. A block's rows of a are
+ *    first copied to a float64 scratch, interleaved along K with the panel's stride (ablock[k·cols
+ *    + r] = a[i + r, k]), so one index q = k·cols reads both a and the panel (a view of it,
+ *    `w.subarray`): V8 then checks one loop variable against constant bounds instead of
+ *    computing two offsets per read. Each step reads `rows` values of a and, column by column,
+ *    one packed b value that updates `rows` accumulators (`c00` …, locals: with 3×3 they and the
+ *    values read fit the 16 registers of x86-64 without spilling). The block is stored into
+ *    `tile` and finished by `finish`: the epilogue on each float64 accumulator, then the float32
+ *    store. Rows past the last full block (and M = 1, decoding) go through a one-row kernel that
+ *    walks `span` panels at once through one view (one a value read per `span`·`cols` products).
+ *    The zero-padded last panel makes every panel full-width; `finish` stores only columns < N.
  *  - Accumulation is in float64 (JavaScript numbers; a float32 product is exact in it), k in
  *    order from 0, so the sum is the float64 reference's own, and the result differs from the
  *    reference on the same inputs only by the final float32 rounding.
@@ -32,17 +36,21 @@ export interface OperandSpec {
   readonly colStride?: number;
 }
 
-/** How the kernel walks the output: blocks of `rows` × `cols` accumulators, and whether a
- *  block's rows of a are first copied to float64 (`packA`). */
+/** How the kernel walks the output (module comment). */
 export interface Schedule {
+  /** Rows of a block: 1 … cols (a block's rows of a sit in the panel's stride). */
   readonly rows: number;
+  /** Columns of a panel, and of a block. */
   readonly cols: number;
-  readonly packA: boolean;
+  /** Panels the one-row kernel walks at once. */
+  readonly span: number;
 }
 
-/** The schedule the benchmark (bench/matmul-kernel.ts) found fastest here: at or near the top
- *  at every GPT-2 shape, and its one-row kernel (1×8, the panel width) is the fastest for M = 1. */
-export const DEFAULT_SCHEDULE: Schedule = { rows: 4, cols: 8, packA: true };
+/** The schedule the benchmark (bench/matmul-kernel.ts) found fastest here: 3×3 blocks (9
+ *  accumulators, 3 a and 1 b value live: no spills in x86-64's 16 registers) beat 4×4 and 4×8 by
+ *  10–20% at every GPT-2 shape, and a span of 4 panels (12 columns) per one-row pass matches the
+ *  widest panels at M = 1. */
+export const DEFAULT_SCHEDULE: Schedule = { rows: 3, cols: 3, span: 4 };
 
 export interface MatmulSpec {
   /** The function's name (the kernel's, e.g. `k3_matmul_epilogue`). */
@@ -83,20 +91,25 @@ export function packedLength(K: number, N: number, cols = DEFAULT_SCHEDULE.cols)
 /** The kernel's own locals; IR-derived names that collide with them get a suffix. */
 function fixedLocals(block: Schedule): string[] {
   const out = ["K", "N", "M", "i", "j", "k", "r", "c", "i0", "j0", "row", "col", "acc", "tile"];
-  out.push("finish", "cols", "rows", "packed", "ablock", "src", "panel", "pa", "pb");
+  out.push("finish", "cols", "rows", "width", "packed", "ablock", "src", "panel", "q", "wp", "x");
   for (let r = 0; r < block.rows; r++) {
-    out.push(`a${r}`, `x${r}`);
+    out.push(`a${r}`);
     for (let c = 0; c < block.cols; c++) out.push(`c${r}${c}`);
   }
   for (let c = 0; c < block.cols; c++) out.push(`b${c}`);
+  for (let n = 0; n < block.span * block.cols; n++) out.push(`y${n}`);
   return out;
 }
 
 function checkSpec(s: MatmulSpec, block: Schedule): void {
   const ok = (n: number) => Number.isSafeInteger(n) && n > 0;
   if (!ok(s.K) || !ok(s.N)) throw new Error(`matmul ${s.name}: K and N must be positive integers`);
-  if (!ok(block.rows) || !ok(block.cols) || block.rows > 9 || block.cols > 9)
-    throw new Error(`matmul ${s.name}: block ${block.rows}×${block.cols} must be 1…9 × 1…9`);
+  if (!ok(block.rows) || !ok(block.cols) || block.cols > 9 || block.rows > block.cols)
+    throw new Error(
+      `matmul ${s.name}: block ${block.rows}×${block.cols} must have 1…9 columns and no more rows than columns`,
+    );
+  if (!ok(block.span) || block.span > 8)
+    throw new Error(`matmul ${s.name}: span ${block.span} must be 1…8 panels`);
 }
 
 /** `base + v * stride`, with the multiplication (or the whole term) left out where it is trivial. */
@@ -156,99 +169,146 @@ export function renderMatmul(s: MatmulSpec): GeneratedFunction {
     `${outOff}: number`,
     `M: number`,
   ];
-  const { rows: R, cols: C, packA } = block;
+  const { rows: R, cols: C, span: S } = block;
   const names = s.extras.map((x, n) => `$${n} = %${x.name}`).join(", ");
+  const NP = Math.ceil(s.N / C) * C;
   const source = [
     `/** ${commentText(s.irLine)}`,
     ` *  ${commentText(`%${s.out.name}`)}[M, ${s.N}] = ${commentText(formatExpr(s.expr))}, acc = ${commentText(`%${s.a.name}`)}[M, ${s.K}] · ${commentText(`%${s.b.name}`)}${s.transposeB ? "ᵀ" : ""}[${s.K}, ${s.N}]${names ? `; ${commentText(names)}` : ""}.`,
-    ` *  ${w} is packed by pack_${fn} (panels of ${C} columns); blocks of ${R}×${C}, float64 accumulators. */`,
+    ` *  ${w} is packed by pack_${fn} (panels of ${C} columns); blocks of ${R}×${C}, rows past them ${S} panels at a time; float64 accumulators. */`,
     `export function ${fn}(${params.join(", ")}): void {`,
     `  const K = ${s.K};`,
     `  const N = ${s.N};`,
-    `  const tile = new Float64Array(${R * C}); // one block's accumulators, row-major`,
-    ...(packA ? [`  const ablock = new Float64Array(${R} * K);`] : []),
-    `  /** ${out}[i0 + r, j0 + c] = epilogue(tile[r, c]) for r < rows and columns < N. */`,
-    `  const finish = (i0: number, j0: number, rows: number): void => {`,
-    `    const cols = Math.min(${C}, N - j0);`,
+    `  const tile = new Float64Array(${Math.max(R, S) * C}); // one block's accumulators, row-major`,
+    `  // the current rows of ${a.id} as float64, interleaved along K: ablock[k·${C} + r] = ${a.id}[i + r, k]`,
+    `  const ablock = new Float64Array(${C} * K);`,
+    `  /** ${out}[i0 + r, j0 + c] = epilogue(tile[r·width + c]) for r < rows, c < width and j0 + c < N. */`,
+    `  const finish = (i0: number, j0: number, rows: number, width: number): void => {`,
+    `    const cols = Math.min(width, N - j0);`,
     `    for (let r = 0; r < rows; r++) {`,
     `      const row = i0 + r;`,
     `      for (let c = 0; c < cols; c++) {`,
     `        const col = j0 + c;`,
-    `        const acc = tile[r * ${C} + c];`,
+    `        const acc = tile[r * width + c];`,
     ...epilogue.temps.map((t) => `        ${t}`),
     `        ${out}[${outOff} + row * N + col] = ${epilogue.value};`,
     `      }`,
     `    }`,
     `  };`,
     `  let i = 0;`,
-    `  for (; i + ${R} <= M; i += ${R}) {`,
-    ...blockLoop(R, C, packA, a, w, "    "),
+    ...(R > 1
+      ? [
+          `  // blocks of ${R} rows × ${C} columns`,
+          `  for (; i + ${R} <= M; i += ${R}) {`,
+          ...blockLoop(R, C, a, w, "    "),
+          `  }`,
+        ]
+      : []),
+    `  // ${R > 1 ? "the rows left" : "every row"}, one at a time${S > 1 ? `: ${S} panels (${S * C} columns) per pass, then one panel at a time` : ""}`,
+    `  for (; i < M; i++) {`,
+    ...rowLoop(C, S, s.K, NP, a, w, "    "),
     `  }`,
-    ...(R > 1 ? [`  for (; i < M; i++) {`, ...blockLoop(1, C, packA, a, w, "    "), `  }`] : []),
     `}`,
     ``,
   ].join("\n");
   return { name: fn, source, helpers: epilogue.helpers };
 }
 
-/** One block of `R` rows at row i: every panel, the K loop, then `finish`. With `packA`, the
- *  block's rows of a are first copied as float64, interleaved along K (one sequential stream,
- *  no float32 conversion and no stride in the K loop). */
-function blockLoop(
-  R: number,
+interface AOperand {
+  readonly id: string;
+  readonly off: string;
+  readonly row: string | number;
+  readonly col: string | number;
+}
+
+/** Copies rows i…i + rows − 1 of a into ablock, interleaved along K with stride C. */
+function copyA(rows: number, C: number, a: AOperand): string[] {
+  const copy = (r: string) =>
+    `for (let k = 0; k < K; k++) ablock[${C === 1 ? "k" : `k * ${C}`}${r === "0" ? "" : ` + ${r}`}] = ${a.id}[${plus("src", "k", a.col)}];`;
+  if (rows === 1) return [`const src = ${plus(a.off, "i", a.row)};`, copy("0")];
+  return [
+    `for (let r = 0; r < ${rows}; r++) {`,
+    `  const src = ${plus(a.off, "i + r", a.row)};`,
+    `  ${copy("r")}`,
+    `}`,
+  ];
+}
+
+/** One block of `R` rows at row i: ablock, then every panel: the K loop, then `finish`. */
+function blockLoop(R: number, C: number, a: AOperand, w: string, ind: string): string[] {
+  const lines = [...copyA(R, C, a)];
+  const rowsOf = (f: (r: number) => string) => Array.from({ length: R }, (_, r) => f(r));
+  const at = (base: string, n: number) => (n === 0 ? `${base}[q]` : `${base}[q + ${n}]`);
+  lines.push(`for (let j = 0, panel = 0; j < N; j += ${C}, panel += ${C} * K) {`);
+  lines.push(`  // this panel: wp[k·${C} + c] = b[k, j + c]`);
+  lines.push(`  const wp = ${w}.subarray(panel, panel + ${C} * K);`);
+  for (let r = 0; r < R; r++)
+    lines.push(`  let ${Array.from({ length: C }, (_, c) => `c${r}${c} = 0`).join(", ")};`);
+  lines.push(`  for (let q = 0; q < ${C} * K; q += ${C}) {`);
+  lines.push(`    const ${rowsOf((r) => `a${r} = ${at("ablock", r)}`).join(", ")};`);
+  for (let c = 0; c < C; c++)
+    lines.push(
+      `    const b${c} = ${at("wp", c)}; ${rowsOf((r) => `c${r}${c} += a${r} * b${c};`).join(" ")}`,
+    );
+  lines.push(`  }`);
+  for (let r = 0; r < R; r++)
+    lines.push(
+      `  ${Array.from({ length: C }, (_, c) => `tile[${r * C + c}] = c${r}${c};`).join(" ")}`,
+    );
+  lines.push(`  finish(i, j, ${R}, ${C});`);
+  lines.push(`}`);
+  return lines.map((l) => ind + l);
+}
+
+/** One row at row i: ablock's row 0, then `S` panels per pass through one view of them (panel p of
+ *  the view at p·C·K), the panels left one per pass; accumulator yn is column j + n. */
+function rowLoop(
   C: number,
-  packA: boolean,
-  a: { id: string; off: string; row: string | number; col: string | number },
+  S: number,
+  K: number,
+  NP: number,
+  a: AOperand,
   w: string,
   ind: string,
 ): string[] {
-  const lines: string[] = [];
-  const rowsOf = (f: (r: number) => string) => Array.from({ length: R }, (_, r) => f(r));
-  const colsOf = (f: (c: number) => string) => Array.from({ length: C }, (_, c) => f(c));
-  const step = [`k++`, `pb += ${C}`];
-  let aRead: (r: number) => string;
-  if (packA) {
+  const lines = [...copyA(1, C, a)];
+  const pass = (P: number): string[] => {
+    const width = P * C;
+    const cols = Array.from({ length: width }, (_, n) => n);
+    const read = (n: number) => {
+      const off = Math.floor(n / C) * C * K + (n % C);
+      return off === 0 ? "wp[q]" : `wp[q + ${off}]`;
+    };
+    return [
+      `  const wp = ${w}.subarray(panel, panel + ${P === 1 ? "" : `${P} * `}${C} * K);`,
+      `  let ${cols.map((n) => `y${n} = 0`).join(", ")};`,
+      `  for (let q = 0; q < ${C} * K; q += ${C}) {`,
+      `    const x = ablock[q];`,
+      ...chunk(cols, C).map((ns) => `    ${ns.map((n) => `y${n} += x * ${read(n)};`).join(" ")}`),
+      `  }`,
+      ...chunk(cols, C).map((ns) => `  ${ns.map((n) => `tile[${n}] = y${n};`).join(" ")}`),
+      `  finish(i, j, 1, ${width});`,
+    ];
+  };
+  lines.push(`let j = 0, panel = 0;`);
+  if (S > 1) {
     lines.push(
-      R === 1
-        ? `// row i of ${a.id} as float64: ablock[k] = ${a.id}[i, k]`
-        : `// rows i…i + ${R - 1} of ${a.id} as float64, interleaved along K: ablock[k·${R} + r] = ${a.id}[i + r, k]`,
+      `// N rounded up to whole panels is ${NP}; panel p of a pass's view starts at p·${C * K}`,
     );
-    if (R === 1) lines.push(`const src = ${plus(a.off, "i", a.row)};`);
-    else {
-      lines.push(`for (let r = 0; r < ${R}; r++) {`);
-      lines.push(`  const src = ${plus(a.off, "i + r", a.row)};`);
-    }
-    const inner = R === 1 ? "" : "  ";
-    lines.push(
-      `${inner}for (let k = 0; k < K; k++) ${R === 1 ? "ablock[k]" : `ablock[k * ${R} + r]`} = ${a.id}[${plus("src", "k", a.col)}];`,
-    );
-    if (R > 1) lines.push(`}`);
-    if (R > 1) step.push(`pa += ${R}`);
-    aRead = (r) => (R === 1 ? "ablock[k]" : r === 0 ? "ablock[pa]" : `ablock[pa + ${r}]`);
-  } else {
-    lines.push(
-      ...rowsOf((r) =>
-        r === 0 ? `const x0 = ${plus(a.off, "i", a.row)};` : `const x${r} = x${r - 1} + ${a.row};`,
-      ),
-    );
-    aRead = (r) => `${a.id}[${plus(`x${r}`, "k", a.col)}]`;
+    lines.push(`for (; j + ${S * C} <= ${NP}; j += ${S * C}, panel += ${S * C} * K) {`);
+    lines.push(...pass(S));
+    lines.push(`}`);
   }
-  lines.push(`for (let j = 0, panel = 0; j < N; j += ${C}, panel += ${C} * K) {`);
-  for (let r = 0; r < R; r++) lines.push(`  let ${colsOf((c) => `c${r}${c} = 0`).join(", ")};`);
-  const init = packA && R > 1 ? "let k = 0, pb = panel, pa = 0" : "let k = 0, pb = panel";
-  lines.push(`  for (${init}; k < K; ${step.join(", ")}) {`);
-  lines.push(`    const ${rowsOf((r) => `a${r} = ${aRead(r)}`).join(", ")};`);
-  lines.push(
-    `    const ${colsOf((c) => `b${c} = ${w}[${c === 0 ? "pb" : `pb + ${c}`}]`).join(", ")};`,
-  );
-  for (let r = 0; r < R; r++)
-    lines.push(`    ${colsOf((c) => `c${r}${c} += a${r} * b${c};`).join(" ")}`);
-  lines.push(`  }`);
-  for (let r = 0; r < R; r++)
-    lines.push(`  ${colsOf((c) => `tile[${r * C + c}] = c${r}${c};`).join(" ")}`);
-  lines.push(`  finish(i, j, ${R});`);
+  lines.push(`for (; j < N; j += ${C}, panel += ${C} * K) {`);
+  lines.push(...pass(1));
   lines.push(`}`);
   return lines.map((l) => ind + l);
+}
+
+function chunk<T>(xs: readonly T[], n: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < xs.length; i += n) out.push(xs.slice(i, i + n));
+  return out;
 }
 
 /** The function that packs b for the kernel `kernel` (renderMatmul's name): `pack_<kernel>(b,

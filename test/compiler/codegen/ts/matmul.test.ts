@@ -193,12 +193,13 @@ function check(c: Case): void {
 
 const SCHEDULES: Schedule[] = [
   DEFAULT_SCHEDULE,
-  { rows: 4, cols: 8, packA: false },
-  { rows: 4, cols: 4, packA: false },
-  { rows: 2, cols: 3, packA: true },
-  { rows: 3, cols: 5, packA: false },
-  { rows: 1, cols: 1, packA: true },
-  { rows: 1, cols: 1, packA: false },
+  { rows: 4, cols: 8, span: 1 },
+  { rows: 4, cols: 4, span: 2 },
+  { rows: 2, cols: 3, span: 3 },
+  { rows: 3, cols: 5, span: 1 },
+  { rows: 1, cols: 1, span: 1 },
+  { rows: 1, cols: 1, span: 5 },
+  { rows: 1, cols: 4, span: 2 },
 ];
 
 describe("generated matmul kernel", () => {
@@ -232,15 +233,15 @@ describe("generated matmul kernel", () => {
       bakeStrides: true,
       seed: 7,
     };
-    for (const M of [1, 5, 8, 9])
-      for (const N of [8, 13, 40])
+    for (const M of [1, 2, 3, 4, 5, 8, 9])
+      for (const N of [8, 12, 13, 24, 25, 40])
         check({ ...base, M, N, schedule: DEFAULT_SCHEDULE, expr: "gelu(add(acc, $0))" });
     check({
       ...base,
       M: 7,
       N: 9,
       K: 300,
-      schedule: { rows: 4, cols: 8, packA: false },
+      schedule: { rows: 4, cols: 8, span: 2 },
       transposeB: true,
       expr: "add(add(acc, $0), $1)",
     });
@@ -271,7 +272,7 @@ describe("generated matmul kernel", () => {
       b: { name: "w" },
       extras: [],
       out: { name: "y" },
-      schedule: { rows: 1, cols: 2, packA: true },
+      schedule: { rows: 1, cols: 2, span: 1 },
     };
     const { pack } = instantiate(spec);
     // w stored [N, K] = [[1, 2], [3, 4], [5, 6]] after one element of offset: B = wᵀ
@@ -293,7 +294,7 @@ describe("generated matmul source", () => {
     b: { name: "w_fc" },
     extras: [{ name: "b_fc", rowStride: 0, colStride: 1 }],
     out: { name: "h" },
-    schedule: { rows: 2, cols: 4, packA: true },
+    schedule: { rows: 2, cols: 4, span: 2 },
   };
 
   it("matches the golden file (regenerate with UPDATE_GOLDEN=1 and review the diff)", () => {
@@ -328,7 +329,7 @@ describe("generated matmul source", () => {
         { name: "acc", rowStride: 5, colStride: 1 },
       ],
       out: { name: "kiln_erf" },
-      schedule: { rows: 2, cols: 2, packA: false },
+      schedule: { rows: 2, cols: 2, span: 2 },
     };
     const { kernel, pack, source } = instantiate(spec);
     const code = source.replace(/\/\*[\s\S]*?\*\//g, "").replace(/\/\/.*$/gm, "");

@@ -2,7 +2,11 @@
  *  for several schedules, at the GPT-2 shapes (M×K×N): 64×768×768, 128×768×3072, 256×768×2304,
  *  plus M = 1 (decode). 2·M·K·N flops per call; the median of timed calls after a discarded one.
  *
- *    npx tsx bench/matmul-kernel.ts [--schedules 3x3s4,4x8s1] [--budget-ms 1500] [--epilogue "add(acc, $0)"]
+ *    node --import tsx/esm bench/matmul-kernel.ts [--schedules 3x3s4,4x8s1] [--budget-ms 1500] [--epilogue "add(acc, $0)"]
+ *
+ *  Not `npx tsx`: its CommonJS hook detaches an ArrayBuffer while loading typescript, and from
+ *  then on V8 checks every typed-array access for detachment (~15% slower kernels; README,
+ *  development notes).
  *
  *  A schedule is ROWSxCOLSsSPAN: blocks of ROWS×COLS, panels COLS wide, SPAN panels per pass of
  *  the one-row kernel (matmul.ts's Schedule).

@@ -92,6 +92,7 @@ export function packedLength(K: number, N: number, cols = DEFAULT_SCHEDULE.cols)
 function fixedLocals(block: Schedule): string[] {
   const out = ["K", "N", "M", "i", "j", "k", "r", "c", "i0", "j0", "row", "col", "acc", "tile"];
   out.push("finish", "cols", "rows", "width", "packed", "ablock", "src", "panel", "q", "wp", "x");
+  out.push("colFrom", "colTo", "colEnd", "memory", "size");
   for (let r = 0; r < block.rows; r++) {
     out.push(`a${r}`);
     for (let c = 0; c < block.cols; c++) out.push(`c${r}${c}`);
@@ -170,15 +171,18 @@ export function renderMatmul(s: MatmulSpec): GeneratedFunction {
     `M: number`,
   ];
   const { rows: R, cols: C, span: S } = block;
+  // the column range: optional, so a caller that does not split calls with the parameters above
+  params.push(`colFrom = 0`, `colTo = ${s.N}`);
   const names = s.extras.map((x, n) => `$${n} = %${x.name}`).join(", ");
-  const NP = Math.ceil(s.N / C) * C;
   const source = [
     `/** ${commentText(s.irLine)}`,
     ` *  ${commentText(`%${s.out.name}`)}[M, ${s.N}] = ${commentText(formatExpr(s.expr))}, acc = ${commentText(`%${s.a.name}`)}[M, ${s.K}] · ${commentText(`%${s.b.name}`)}${s.transposeB ? "ᵀ" : ""}[${s.K}, ${s.N}]${names ? `; ${commentText(names)}` : ""}.`,
-    ` *  ${w} is packed by pack_${fn} (panels of ${C} columns); blocks of ${R}×${C}, rows past them ${S} panels at a time; float64 accumulators. */`,
+    ` *  ${w} is packed by pack_${fn} (panels of ${C} columns); blocks of ${R}×${C}, rows past them ${S} panels at a time; float64 accumulators.`,
+    ` *  Writes columns colFrom ≤ j < colTo (multiples of ${C}, or colTo = N): threads may share the columns. */`,
     `export function ${fn}(${params.join(", ")}): void {`,
     `  const K = ${s.K};`,
     `  const N = ${s.N};`,
+    `  const colEnd = Math.ceil(colTo / ${C}) * ${C}; // colTo rounded up to a whole panel`,
     `  const tile = new Float64Array(${Math.max(R, S) * C}); // one block's accumulators, row-major`,
     `  // the current rows of ${a.id} as float64, interleaved along K: ablock[k·${C} + r] = ${a.id}[i + r, k]`,
     `  const ablock = new Float64Array(${C} * K);`,
@@ -206,7 +210,7 @@ export function renderMatmul(s: MatmulSpec): GeneratedFunction {
       : []),
     `  // ${R > 1 ? "the rows left" : "every row"}, one at a time${S > 1 ? `: ${S} panels (${S * C} columns) per pass, then one panel at a time` : ""}`,
     `  for (; i < M; i++) {`,
-    ...rowLoop(C, S, s.K, NP, a, w, "    "),
+    ...rowLoop(C, S, s.K, a, w, "    "),
     `  }`,
     `}`,
     ``,
@@ -239,7 +243,9 @@ function blockLoop(R: number, C: number, a: AOperand, w: string, ind: string): s
   const lines = [...copyA(R, C, a)];
   const rowsOf = (f: (r: number) => string) => Array.from({ length: R }, (_, r) => f(r));
   const at = (base: string, n: number) => (n === 0 ? `${base}[q]` : `${base}[q + ${n}]`);
-  lines.push(`for (let j = 0, panel = 0; j < N; j += ${C}, panel += ${C} * K) {`);
+  lines.push(
+    `for (let j = colFrom, panel = colFrom * K; j < colTo; j += ${C}, panel += ${C} * K) {`,
+  );
   lines.push(`  // this panel: wp[k·${C} + c] = b[k, j + c]`);
   lines.push(`  const wp = ${w}.subarray(panel, panel + ${C} * K);`);
   for (let r = 0; r < R; r++)
@@ -262,15 +268,7 @@ function blockLoop(R: number, C: number, a: AOperand, w: string, ind: string): s
 
 /** One row at row i: ablock's row 0, then `S` panels per pass through one view of them (panel p of
  *  the view at p·C·K), the panels left one per pass; accumulator yn is column j + n. */
-function rowLoop(
-  C: number,
-  S: number,
-  K: number,
-  NP: number,
-  a: AOperand,
-  w: string,
-  ind: string,
-): string[] {
+function rowLoop(C: number, S: number, K: number, a: AOperand, w: string, ind: string): string[] {
   const lines = [...copyA(1, C, a)];
   const pass = (P: number): string[] => {
     const width = P * C;
@@ -290,16 +288,14 @@ function rowLoop(
       `  finish(i, j, 1, ${width});`,
     ];
   };
-  lines.push(`let j = 0, panel = 0;`);
+  lines.push(`let j = colFrom, panel = colFrom * K;`);
   if (S > 1) {
-    lines.push(
-      `// N rounded up to whole panels is ${NP}; panel p of a pass's view starts at p·${C * K}`,
-    );
-    lines.push(`for (; j + ${S * C} <= ${NP}; j += ${S * C}, panel += ${S * C} * K) {`);
+    lines.push(`// panel p of a pass's view starts at p·${C * K}`);
+    lines.push(`for (; j + ${S * C} <= colEnd; j += ${S * C}, panel += ${S * C} * K) {`);
     lines.push(...pass(S));
     lines.push(`}`);
   }
-  lines.push(`for (; j < N; j += ${C}, panel += ${C} * K) {`);
+  lines.push(`for (; j < colTo; j += ${C}, panel += ${C} * K) {`);
   lines.push(...pass(1));
   lines.push(`}`);
   return lines.map((l) => ind + l);
@@ -328,11 +324,13 @@ export function renderPackB(s: MatmulSpec, kernel: string): GeneratedFunction {
   const stored = s.transposeB ? `[${s.N}, ${s.K}] (transposeB)` : `[${s.K}, ${s.N}]`;
   const source = [
     `/** Packs ${commentText(`%${s.b.name}`)} ${stored} for ${kernel}: panels of ${C} columns, each contiguous`,
-    ` *  along K (panel p, row k, column c at (p·K + k)·${C} + c), the last zero-padded. Run once, at load. */`,
-    `export function ${fn}(${b}: Float32Array, ${off}: number): Float32Array {`,
+    ` *  along K (panel p, row k, column c at (p·K + k)·${C} + c), the last zero-padded. Run once, at load;`,
+    ` *  memory, when given, makes the storage (a SharedArrayBuffer, for threads). */`,
+    `export function ${fn}(${b}: Float32Array, ${off}: number, memory?: (bytes: number) => ArrayBufferLike): Float32Array {`,
     `  const K = ${s.K};`,
     `  const N = ${s.N};`,
-    `  const packed = new Float32Array(${packedLength(s.K, s.N, block.cols)});`,
+    `  const size = ${packedLength(s.K, s.N, block.cols)};`,
+    `  const packed = new Float32Array(memory ? memory(size * 4) : size);`,
     `  for (let j = 0, panel = 0; j < N; j += ${C}, panel += ${C} * K) {`,
     `    const cols = Math.min(${C}, N - j);`,
     `    for (let k = 0; k < K; k++) {`,

@@ -74,6 +74,8 @@ interface Case {
   readonly pad: number;
   readonly bakeStrides: boolean;
   readonly seed: number;
+  /** Call the kernel once per column range, cut at these panel indices (what threads do). */
+  readonly cuts?: readonly number[];
 }
 
 const EPILOGUES = [
@@ -148,7 +150,7 @@ function runCase(c: Case): { out: Float32Array; ref: Float64Array; off: number; 
   const outOff = 1 + pad;
   const out = new Float32Array(outOff + M * N + 2).fill(NaN);
   const strides = (x: Placed) => [...(x.bakeRow ? [] : [x.row]), ...(x.bakeCol ? [] : [x.col])];
-  kernel(
+  const args = [
     a.data,
     a.off,
     ...strides(a),
@@ -157,7 +159,14 @@ function runCase(c: Case): { out: Float32Array; ref: Float64Array; off: number; 
     out,
     outOff,
     M,
-  );
+  ];
+  if (c.cuts === undefined) kernel(...args);
+  else {
+    // column ranges at panel boundaries, the last ending at N
+    const C = c.schedule.cols;
+    const at = [...new Set([0, ...c.cuts.map((p) => Math.min(p * C, N)), N])].sort((x, y) => x - y);
+    for (let r = 0; r + 1 < at.length; r++) kernel(...args, at[r], at[r + 1]);
+  }
 
   const ref = new Float64Array(M * N);
   const bAt = (k: number, j: number) =>
@@ -221,6 +230,28 @@ describe("generated matmul kernel", () => {
         (c) => check(c),
       ),
       { numRuns: 150 },
+    );
+  });
+
+  it("gives the same values when called over column ranges at panel boundaries (threads)", () => {
+    fc.assert(
+      fc.property(
+        fc.record({
+          M: fc.integer({ min: 0, max: 8 }),
+          K: fc.integer({ min: 1, max: 9 }),
+          N: fc.integer({ min: 1, max: 40 }),
+          schedule: fc.constantFrom(...SCHEDULES),
+          transposeB: fc.boolean(),
+          expr: fc.constantFrom(...EPILOGUES),
+          aTransposed: fc.constant(false),
+          pad: fc.nat(1),
+          bakeStrides: fc.boolean(),
+          seed: fc.nat(1 << 20),
+          cuts: fc.array(fc.nat(14), { maxLength: 4 }),
+        }),
+        (c) => check(c),
+      ),
+      { numRuns: 120 },
     );
   });
 
@@ -309,7 +340,7 @@ describe("generated matmul source", () => {
     const { source } = renderMatmul(gelu);
     expect(source.split("\n")[0]).toBe(`/** ${gelu.irLine}`);
     expect(source).toMatch(
-      /export function k7_matmul_epilogue\(ln_2: Float32Array, ln_2_off: number, ln_2_row: number, w_fc: Float32Array, b_fc: Float32Array, b_fc_off: number, h: Float32Array, h_off: number, M: number\): void/,
+      /export function k7_matmul_epilogue\(ln_2: Float32Array, ln_2_off: number, ln_2_row: number, w_fc: Float32Array, b_fc: Float32Array, b_fc_off: number, h: Float32Array, h_off: number, M: number, colFrom = 0, colTo = 3072\): void/,
     );
   });
 

@@ -69,6 +69,9 @@ export interface RunnerOptions {
   readonly passes?: readonly Pass[];
   /** Called with the graph after each pass (`--print-after-all`). */
   readonly afterPass?: (name: string, g: Graph) => void;
+  /** Threads for `--target ts`'s big matmuls, this one included (default: `KILN_THREADS`, else
+   *  every core; 1: none). runtime/cpu/threads.ts. */
+  readonly threads?: number;
 }
 
 function vocabularies(m: CheckpointModel): { tokens: number; src_tokens?: number } {

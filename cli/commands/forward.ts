@@ -17,6 +17,7 @@ vocabulary entry.
                        reference interpreter; wgsl: generated WGSL on a WebGPU device (float32;
                        in Node through the webgpu package: README, "WebGPU without a GPU")
   --json               print {"logits": [[...], ...]}; otherwise a summary per position
+  (env) KILN_THREADS=N threads for --target ts's big matmuls (default: every core; 1: one)
 ${PASS_HELP}  (IR printed after passes goes to stderr)
 `;
 

@@ -23,6 +23,7 @@ Continues a sequence token by token and prints the new token ids.
                          reference interpreter; wgsl: generated WGSL on a WebGPU device (float32;
                          in Node through the webgpu package: README, "WebGPU without a GPU")
   --json                 print {"tokens": [...new ids...], "prompt": [...], "text"?: "..."}
+  (env) KILN_THREADS=N   threads for --target ts's big matmuls (default: every core; 1: one)
 ${PASS_HELP}  (IR printed after passes goes to stderr)
 `;
 
@@ -54,17 +55,12 @@ export async function generate(argv: readonly string[], io: IO): Promise<string>
   const prompt = tokenList("--tokens", values.tokens) ?? tokenizer!.encode(values.prompt!);
   const runner = await makeRunner(ckpt, target, passFlags(values, io.err));
   ckpt = undefined;
-  const tokens = await run(
-    runner,
-    prompt,
-    tokenList("--src-tokens", values["src-tokens"]),
-    {
-      maxNewTokens,
-      temperature: numberFlag("--temperature", values.temperature, 0),
-      topK: intFlag("--top-k", values["top-k"]),
-      seed: intFlag("--seed", values.seed, 0),
-    },
-  );
+  const tokens = await run(runner, prompt, tokenList("--src-tokens", values["src-tokens"]), {
+    maxNewTokens,
+    temperature: numberFlag("--temperature", values.temperature, 0),
+    topK: intFlag("--top-k", values["top-k"]),
+    seed: intFlag("--seed", values.seed, 0),
+  });
   const text = tokenizer?.decode(tokens);
   if (values.json)
     return JSON.stringify({ tokens, prompt, ...(text !== undefined ? { text } : {}) }) + "\n";

@@ -55,7 +55,10 @@ export function cachedModulePath(source: string, dir = cacheDir()): string {
 }
 
 export function loadModule(source: string, dir?: string): CompiledModule {
-  return checked(require(cachedModulePath(source, dir)));
+  const path = cachedModulePath(source, dir);
+  const m = checked(require(path));
+  paths.set(m, path);
+  return m;
 }
 
 /** The module whose inputs hash to `key` (module-key.ts; undefined: no key), loaded from the cache
@@ -67,7 +70,17 @@ export function loadModuleByKey(
   dir = cacheDir(),
 ): CompiledModule {
   if (key === undefined) return loadModule(emit(), dir);
-  return checked(require(cached(`in-${key}`, emit, dir)));
+  const path = cached(`in-${key}`, emit, dir);
+  const m = checked(require(path));
+  paths.set(m, path);
+  return m;
+}
+
+const paths = new WeakMap<CompiledModule, string>();
+
+/** The file a module was loaded from (what a worker thread loads too). */
+export function modulePath(m: CompiledModule): string | undefined {
+  return paths.get(m);
 }
 
 function checked(m: unknown): CompiledModule {

@@ -14,6 +14,22 @@ export interface Output {
 
 export type WeightSource = (name: string) => ArrayLike<number> | undefined;
 
+/** Makes the storage of an array other threads see too (a SharedArrayBuffer). */
+export type Memory = (bytes: number) => ArrayBufferLike;
+
+/** What a session shares its big matmuls with (threads.ts); see the prelude's Threads. */
+export interface Threads {
+  readonly buffer: Memory;
+  matmul(
+    kernel: (...args: never[]) => void,
+    name: string,
+    args: readonly (Float32Array | number)[],
+    n: number,
+    cols: number,
+    macs: number,
+  ): void;
+}
+
 export interface Session {
   /** Positions held in the KV cache (0 without one). */
   readonly cachedLength: number;
@@ -51,7 +67,8 @@ export interface CompiledModule {
   readonly RuntimeError: abstract new (...args: never[]) => ModuleError;
   /** The params checked and taken, the load phase run, the matmul weights packed: shareable by
    *  any number of sessions (opaque here). */
-  load(weights: WeightSource): object;
-  /** A session over load's result, or over weights it loads itself. */
-  createSession(weights: WeightSource | object): Session;
+  load(weights: WeightSource, memory?: Memory): object;
+  /** A session over load's result, or over weights it loads itself; with threads, its big
+   *  matmuls share their columns with them (load must then have been given threads.buffer). */
+  createSession(weights: WeightSource | object, threads?: Threads): Session;
 }

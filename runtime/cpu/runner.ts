@@ -24,8 +24,9 @@ import {
   type Runner,
   type RunnerOptions,
 } from "../runner.ts";
-import { loadModuleByKey } from "./load.ts";
+import { loadModuleByKey, modulePath } from "./load.ts";
 import { moduleKey } from "./module-key.ts";
+import { cpuThreads } from "./threads.ts";
 import { weightLender, type Lend } from "./weights.ts";
 import type { CompiledModule, ModuleError, Output, Session, Tensor } from "./module.ts";
 
@@ -45,9 +46,17 @@ interface Compiled {
   newSession(): Session;
 }
 
-function compile(source: Graph, graph: Graph, program: Program, lend: Lend): Compiled {
+function compile(
+  source: Graph,
+  graph: Graph,
+  program: Program,
+  lend: Lend,
+  threadCount: number | undefined,
+): Compiled {
   const options = { graph, source };
   const mod = loadModuleByKey(moduleKey(program, options), () => emitModule(program, options));
+  const path = modulePath(mod);
+  const threads = path === undefined ? undefined : cpuThreads(path, threadCount);
   const guard = <T>(f: () => T): T => {
     try {
       return f();
@@ -58,7 +67,12 @@ function compile(source: Graph, graph: Graph, program: Program, lend: Lend): Com
   // Sessions (the shared one, one per prefill) share the params and packed weights.
   let loaded: object | undefined;
   const newSession = (): Session =>
-    guard(() => mod.createSession((loaded ??= lend((weights) => mod.load(weights)))));
+    guard(() =>
+      mod.createSession(
+        (loaded ??= lend((weights) => mod.load(weights, threads?.buffer))),
+        threads,
+      ),
+    );
   return { mod, guard, newSession };
 }
 
@@ -92,8 +106,9 @@ export function tsRunner(ckpt: Checkpoint, options: RunnerOptions = {}): Runner 
   const lastProgram = lower(lastGraph);
   let fullModule: Compiled | undefined;
   let lastModule: Compiled | undefined;
-  const full = () => (fullModule ??= compile(source, graph, program, lend));
-  const last = () => (lastModule ??= compile(source, lastGraph, lastProgram, lend));
+  const full = () => (fullModule ??= compile(source, graph, program, lend, options.threads));
+  const last = () =>
+    (lastModule ??= compile(source, lastGraph, lastProgram, lend, options.threads));
   let shared: Session | undefined;
   return {
     model,

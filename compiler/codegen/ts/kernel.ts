@@ -39,12 +39,16 @@ export interface KernelFunction {
   readonly helpers: ReadonlySet<Helper>;
   /** A function to run once at load, for a kernel that packs a weight (matmul). */
   readonly pack?: PackFunction;
+  /** A kernel that can run over column ranges (a packed matmul): two optional parameters after
+   *  `params`, colFrom and colTo, multiples of `cols` (colTo may be n) select its output columns,
+   *  so threads can share them. `macsPerRow`: multiply-adds per output row (K·n). */
+  readonly columns?: { readonly n: number; readonly cols: number; readonly macsPerRow: number };
 }
 
 export interface PackFunction {
   readonly name: string;
   readonly source: string;
-  /** Its arguments: the weight's array and offset. */
+  /** Its arguments: the weight's array and offset, and the memory to pack into. */
   readonly params: readonly Param[];
 }
 

@@ -8,7 +8,7 @@
 import type { KernelBody, View } from "../../lower/program.ts";
 import { symNumber, symOfDim, type SymInt } from "../../lower/sym.ts";
 import { renderExpr } from "../expr-source.ts";
-import { renderMatmul, renderPackB, type OperandSpec } from "./matmul.ts";
+import { DEFAULT_SCHEDULE, renderMatmul, renderPackB, type OperandSpec } from "./matmul.ts";
 import { functionSource, type KernelFunction, type Param, type Scope } from "./kernel.ts";
 import { coalesce, index, loops, plus, renderSym, rowMajor, type DimVars } from "./source.ts";
 
@@ -103,6 +103,7 @@ function packed(s: Scope, body: Body, doc: readonly string[], dims: DimVars): Ke
   const packParams: Param[] = [
     { name: "w", type: "Float32Array", arg: { k: "data", buffer: b.buffer } },
     { name: "w_off", type: "number", arg: { k: "at", view: b } },
+    { name: "memory", type: "Memory", arg: { k: "expr", source: "memory" } },
   ];
   checkSignature(pack.source, pack.name, packParams);
   // The template's header holds one line: the IR line. The rest of the kernel's doc goes above it.
@@ -113,15 +114,19 @@ function packed(s: Scope, body: Body, doc: readonly string[], dims: DimVars): Ke
     params,
     helpers: fn.helpers,
     pack: { name: pack.name, source: pack.source, params: packParams },
+    columns: { n: N, cols: DEFAULT_SCHEDULE.cols, macsPerRow: K * N },
   };
 }
 
-/** The generated function's parameter names must be the ones the dispatch passes, in order. */
+/** The generated function's parameter names must be the ones the dispatch passes, in order; any
+ *  after them must be optional (the column range). */
 function checkSignature(source: string, name: string, params: readonly Param[]): void {
   const m = new RegExp(`function ${name}\\(([^)]*)\\)`).exec(source);
-  const got = m ? m[1].split(",").map((p) => p.split(":")[0].trim()) : [];
+  const all = m ? m[1].split(",").map((p) => p.trim()) : [];
+  const got = all.slice(0, params.length).map((p) => p.split(/[:?=]/)[0].trim());
+  const rest = all.slice(params.length);
   const want = params.map((p) => p.name);
-  if (got.join(",") !== want.join(","))
+  if (got.join(",") !== want.join(",") || !rest.every((p) => /^\w+\s*(\?|=)/.test(p)))
     throw new Error(`matmul template ${name}: parameters (${got}) are not the expected (${want})`);
 }
 

@@ -330,7 +330,7 @@ export function renderPackB(s: MatmulSpec, kernel: string): GeneratedFunction {
     `  const K = ${s.K};`,
     `  const N = ${s.N};`,
     `  const size = ${packedLength(s.K, s.N, block.cols)};`,
-    `  const packed = new Float32Array(memory ? memory(size * 4) : size);`,
+    `  const packed = memory ? new Float32Array(memory(size * 4)) : new Float32Array(size);`,
     `  for (let j = 0, panel = 0; j < N; j += ${C}, panel += ${C} * K) {`,
     `    const cols = Math.min(${C}, N - j);`,
     `    for (let k = 0; k < K; k++) {`,

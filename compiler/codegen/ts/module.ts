@@ -241,7 +241,10 @@ export function emitModule(p: Program, options: EmitOptions = {}): string {
     docs: [
       "Checks and takes the params, runs the load phase and packs the matmul weights: what every session of these weights shares.",
     ],
-    parameters: [{ name: "weights", type: "WeightSource" }],
+    parameters: [
+      { name: "weights", type: "WeightSource" },
+      { name: "memory", type: "Memory", hasQuestionToken: true },
+    ],
     statements: session.load.join("\n"),
   });
   file.addTypeAlias({
@@ -256,7 +259,10 @@ export function emitModule(p: Program, options: EmitOptions = {}): string {
     docs: [
       "A session: its own arena, KV cache and source state, over loaded weights (or weights it loads itself).",
     ],
-    parameters: [{ name: "weights", type: "WeightSource | Loaded" }],
+    parameters: [
+      { name: "weights", type: "WeightSource | Loaded" },
+      { name: "threads", type: "Threads", hasQuestionToken: true },
+    ],
     returnType: "Session",
     statements: session.body.join("\n"),
   });

@@ -31,6 +31,28 @@ export interface Output {
 /** The values of a param, by its checkpoint name (model.params lists them). */
 export type WeightSource = (name: string) => ArrayLike<number> | undefined;
 
+/** Makes the storage of an array that other threads can see too (a SharedArrayBuffer). */
+export type Memory = (bytes: number) => ArrayBufferLike;
+
+/** Threads a session may share its big matmuls with, given by a runtime that has them (kiln's CPU
+ *  runtime in Node); without, every kernel runs on the calling thread. */
+export interface Threads {
+  /** Storage every thread sees: the session's arena and outputs, and load's packed weights. */
+  readonly buffer: Memory;
+  /** Runs kernel(...args, colFrom, colTo) over column ranges that together cover [0, n) once,
+   *  each starting at a multiple of cols, here and on other threads (which call their own copy
+   *  of the export called name); returns when all are done. macs: the multiply-adds of the
+   *  whole call, to decide whether sharing pays. */
+  matmul(
+    kernel: (...args: never[]) => void,
+    name: string,
+    args: readonly (Float32Array | number)[],
+    n: number,
+    cols: number,
+    macs: number,
+  ): void;
+}
+
 export interface Session {
   /** Positions held in the KV cache (0 without one). */
   readonly cachedLength: number;
@@ -58,8 +80,18 @@ function checkWeight(
   return w;
 }
 
-function weight(get: WeightSource, name: string, shape: readonly number[]): Float32Array {
+function weight(
+  get: WeightSource,
+  name: string,
+  shape: readonly number[],
+  memory?: Memory,
+): Float32Array {
   const w = checkWeight(get, name, shape);
+  if (memory) {
+    const shared = new Float32Array(memory(w.length * 4));
+    shared.set(w);
+    return shared;
+  }
   return w instanceof Float32Array ? w : Float32Array.from(w);
 }
 

@@ -117,6 +117,13 @@ export function sessionBody(
   };
   const call = (f: { name: string; params: readonly { arg: Arg }[] }) =>
     `${f.name}(${f.params.map((x) => argOf(x.arg)).join(", ")});`;
+  // A kernel that can share its columns goes to the threads when the session has them.
+  const dispatch = (f: KernelFunction): string => {
+    if (!f.columns) return call(f);
+    const args = f.params.map((x) => argOf(x.arg));
+    const macs = `${args[args.length - 1]} * ${f.columns.macsPerRow}`;
+    return `if (threads) threads.matmul(${f.name}, ${literal(f.name)}, [${args.join(", ")}], ${f.columns.n}, ${f.columns.cols}, ${macs}); else ${call(f)}`;
+  };
   const fnOf = new Map(fns.map((f, i) => [p.kernels[i].name, f]));
   const describe = (b: Buffer) => `// b${b.id}: ${b.role} ${b.dtype}${formatShape(b.shape)}`;
 
@@ -126,20 +133,24 @@ export function sessionBody(
   const lines: string[] = [
     ...(loaded.length
       ? [
-          `const { ${loaded.join(", ")} } = typeof weights === "function" ? load(weights) : weights;`,
+          `const { ${loaded.join(", ")} } = typeof weights === "function" ? load(weights, threads?.buffer) : weights;`,
         ]
       : []),
   ];
   lines.push(
-    `const arena = new ArrayBuffer(${plan.arenaElements} * 4);`,
+    `// with threads, the memory they all see`,
+    `const arena = threads ? threads.buffer(${plan.arenaElements} * 4) : new ArrayBuffer(${plan.arenaElements} * 4);`,
     `const arenaF = new Float32Array(arena);`,
     `const arenaI = new Int32Array(arena);`,
+    `const f32 = (n: number): Float32Array => (threads ? new Float32Array(threads.buffer(n * 4)) : new Float32Array(n));`,
   );
+  const alloc = (b: Buffer) =>
+    b.dtype === "f32" ? `f32(${size(b)})` : `new ${arrayType(b.dtype)}(${size(b)})`;
   for (const b of p.buffers) {
     if (b.phase === "load" || isPlanned(b)) continue;
     const type = arrayType(b.dtype);
     if (b.role === "state" && isStatic(b))
-      lines.push(`const b${b.id} = new ${type}(${size(b)}); ${describe(b)}`);
+      lines.push(`const b${b.id} = ${alloc(b)}; ${describe(b)}`);
     else lines.push(`let b${b.id}: ${type} = new ${type}(0); ${describe(b)}`);
   }
   lines.push(
@@ -153,9 +164,9 @@ export function sessionBody(
       const out = p.buffers[k.output];
       const fresh =
         out.role === "output" || (out.role === "state" && !isStatic(out))
-          ? [`b${out.id} = new ${arrayType(out.dtype)}(${size(out)});`]
+          ? [`b${out.id} = ${alloc(out)};`]
           : [];
-      return [...fresh, call(fnOf.get(k.name)!)];
+      return [...fresh, dispatch(fnOf.get(k.name)!)];
     });
   const source = phase("source");
   if (source.length) lines.push(`function sourcePhase(): void {`, ...indent(source), `}`);
@@ -199,8 +210,12 @@ function loadLines(
       packUses.set(id, (packUses.get(id) ?? 0) + 1);
   const call = (f: { name: string; params: readonly { arg: Arg }[] }, arg = argOf) =>
     `${f.name}(${f.params.map((x) => arg(x.arg)).join(", ")})`;
+  // Params a kernel that threads share reads (its epilogue's operands) go into shared memory.
+  const threaded = new Set(fns.flatMap((f) => (f.columns ? dataOf(f.params) : [])));
   const takeParam = (b: Buffer) =>
-    `${b.dtype === "i32" ? "weightI32" : "weight"}(weights, ${literal(b.name ?? b.node)}, [${b.shape.join(", ")}])`;
+    b.dtype === "i32"
+      ? `weightI32(weights, ${literal(b.name ?? b.node)}, [${b.shape.join(", ")}])`
+      : `weight(weights, ${literal(b.name ?? b.node)}, [${b.shape.join(", ")}]${threaded.has(b.id) ? ", memory" : ""})`;
   const inPack = new Map<number, string>(); // a param taken inside its one pack call
   const load: string[] = [];
   const loaded: string[] = [];
@@ -215,7 +230,11 @@ function loadLines(
   }
   for (const b of p.buffers)
     if (b.phase === "load" && b.role !== "param") {
-      load.push(`const b${b.id} = new ${arrayType(b.dtype)}(${size(b)}); // ${b.role}`);
+      load.push(
+        b.dtype === "f32"
+          ? `const b${b.id} = memory ? new Float32Array(memory(${size(b)} * 4)) : new Float32Array(${size(b)}); // ${b.role}`
+          : `const b${b.id} = new ${arrayType(b.dtype)}(${size(b)}); // ${b.role}`,
+      );
       if (sessionUses.has(b.id)) loaded.push(`b${b.id}`);
     }
   for (const k of kernelsOf(p, "load")) load.push(`${call(fnOf.get(k.name)!)};`);

@@ -113,9 +113,12 @@ describe("weightLender", () => {
 
 describe("the ts runner", () => {
   /** The runner on the fixture's weights (as `E`), the checkpoint dropped once it is made. */
-  async function runnerOf(E: typeof Float32Array): Promise<{ runner: Runner; n: number }> {
+  async function runnerOf(
+    E: typeof Float32Array,
+    threads = 1,
+  ): Promise<{ runner: Runner; n: number }> {
     const ckpt = tracked(loadCheckpoint(FIXTURE), E);
-    return { runner: await makeRunner(ckpt, "ts"), n: ckpt.weights.size };
+    return { runner: await makeRunner(ckpt, "ts", { threads }), n: ckpt.weights.size };
   }
 
   it("holds the checkpoint's arrays until it loads, then only those its sessions read", async () => {
@@ -126,6 +129,14 @@ describe("the ts runner", () => {
     expect(logits.rows).toBe(3);
     // GPT-2 has four packed matmul weights per layer; the tiny fixture has two layers.
     expect(live(E)).toBe(n - 8);
+  });
+
+  it("with threads, also lets go of the biases it copied into shared memory", async () => {
+    class G extends Float32Array {}
+    const { runner, n } = await runnerOf(G, 2);
+    await runner.forward([1, 5, 2]);
+    // the four matmuls of each of the two layers have a bias, which the threads read
+    expect(live(G)).toBe(n - 8 - 8);
   });
 
   it("decodes after a forward with the same weights (the decoding module reads some again)", async () => {

@@ -1,0 +1,188 @@
+/** The generated module's `Threads` in Node: big matmuls share their output columns with
+ *  worker_threads over SharedArrayBuffer.
+ *
+ *  - Memory: `buffer(bytes)` is a SharedArrayBuffer. A session made with threads keeps its arena,
+ *    outputs and packed weights there (and the params its shared kernels read), so every thread
+ *    sees the same arrays; no data is copied per call.
+ *  - A call: `matmul(kernel, name, args, n, cols, macs)` cuts the columns into chunks at panel
+ *    boundaries (about CHUNKS_PER_THREAD per thread), posts the job to each worker, and claims
+ *    chunks itself. Claims go through one shared word (the job's generation and the next chunk,
+ *    compare-and-swap), so a worker that wakes late takes what is left, a worker that never
+ *    wakes costs nothing, and a message from an older job claims nothing. The call returns when
+ *    every chunk is done. Each column is computed by the same code on every thread, so the
+ *    result is bit-for-bit the single-threaded one.
+ *  - Work under MIN_MACS multiply-adds, or with an array not in shared memory, runs on the
+ *    calling thread alone.
+ *  - The workers (worker.mjs, plain JavaScript) load the same module file with `require` and call
+ *    its export `name`; they are unref'd, so they never keep the process alive.
+ *
+ *  The count is `KILN_THREADS` when set (1: no workers), else the machine's available
+ *  parallelism. On the 2-core machines this was written on, one worker made decoding's LM head
+ *  (1×768·768×50257) about 1.6× faster when the other core was idle. */
+import { availableParallelism } from "node:os";
+import { fail } from "../../compiler/errors.ts";
+import {
+  MessageChannel,
+  receiveMessageOnPort,
+  Worker,
+  type MessagePort,
+} from "node:worker_threads";
+import type { Threads } from "./module.ts";
+
+/** Below this many multiply-adds (~0.3 ms here) a call runs on one thread: handing out chunks
+ *  and waking a worker would cost more than it saves. */
+export const MIN_MACS = 1 << 19;
+
+/** Chunks per thread: more balance the load when a thread is slowed, fewer cost less to hand out. */
+const CHUNKS_PER_THREAD = 8;
+
+/** The one-row kernel walks this many panels per pass (matmul.ts's DEFAULT_SCHEDULE.span): chunks
+ *  are whole multiples of it, so no pass is cut. */
+const SPAN = 4;
+
+/** How long a call waits for a claimed chunk before it gives up (a worker that died). */
+const STALL_MS = 60_000;
+
+type Kernel = (...args: readonly (Float32Array | number)[]) => void;
+
+/** The job a worker gets (worker.mjs reads it). */
+export interface Job {
+  readonly gen: number;
+  readonly path: string;
+  readonly name: string;
+  readonly args: readonly (Float32Array | number)[];
+  /** Columns per chunk (a multiple of the panel width). */
+  readonly width: number;
+  readonly n: number;
+  readonly total: number;
+}
+
+/** The threads of this process: the workers and the words they share. */
+interface Pool {
+  readonly workers: readonly Worker[];
+  /** [generation << 32 | next chunk]: the claim word. */
+  readonly claim: BigInt64Array;
+  /** [chunks done, a chunk failed]. */
+  readonly state: Int32Array;
+  /** Where workers post their errors (read synchronously after each call). */
+  readonly errors: MessagePort;
+  gen: number;
+}
+
+let pool: Pool | undefined;
+
+/** The number of threads kiln uses (this one included). */
+export function threadCount(): number {
+  const env = process.env.KILN_THREADS;
+  if (env !== undefined && env !== "") {
+    const n = Number(env);
+    if (!Number.isInteger(n) || n < 1)
+      fail("usage", "KILN_THREADS", `${JSON.stringify(env)} is not a whole number of threads ≥ 1`);
+    return n;
+  }
+  return availableParallelism();
+}
+
+function startPool(count: number): Pool {
+  const claim = new BigInt64Array(new SharedArrayBuffer(8));
+  const state = new Int32Array(new SharedArrayBuffer(8));
+  const { port1, port2 } = new MessageChannel();
+  const workers = Array.from({ length: count - 1 }, () => {
+    const w = new Worker(new URL("./worker.mjs", import.meta.url), {
+      workerData: { claim, state, errors: port2 },
+      transferList: [port2],
+    });
+    w.unref();
+    return w;
+  });
+  port1.unref();
+  return { workers, claim, state, errors: port1, gen: 0 };
+}
+
+const isShared = (a: Float32Array | number): boolean =>
+  typeof a === "number" || a.buffer instanceof SharedArrayBuffer;
+
+/** Claims chunks of job `gen` until none is left; runs each. */
+export function runChunks(
+  claim: BigInt64Array,
+  state: Int32Array,
+  gen: number,
+  total: number,
+  run: (chunk: number) => void,
+): void {
+  const base = BigInt(gen) << 32n;
+  for (;;) {
+    const v = Atomics.load(claim, 0);
+    if (v >> 32n !== BigInt(gen)) return;
+    const next = Number(v - base);
+    if (next >= total) return;
+    if (Atomics.compareExchange(claim, 0, v, v + 1n) !== v) continue;
+    try {
+      run(next);
+    } finally {
+      Atomics.add(state, 0, 1);
+      Atomics.notify(state, 0);
+    }
+  }
+}
+
+/** For tests: share every call, or leave every chunk to the workers. */
+export interface ThreadOptions {
+  /** The least work (multiply-adds) that is shared (default MIN_MACS). */
+  readonly minMacs?: number;
+  /** Whether the calling thread claims chunks too (default true; false: workers do them all). */
+  readonly callerWorks?: boolean;
+}
+
+/** Threads for the module loaded from `path` (the same file the workers load), or undefined
+ *  when there is one thread. */
+export function cpuThreads(
+  path: string,
+  count = threadCount(),
+  { minMacs = MIN_MACS, callerWorks = true }: ThreadOptions = {},
+): Threads | undefined {
+  if (count < 2) return undefined;
+  const p = (pool ??= startPool(count));
+  const buffer = (bytes: number): ArrayBufferLike => new SharedArrayBuffer(bytes);
+  const matmul = (
+    kernel: (...args: never[]) => void,
+    name: string,
+    args: readonly (Float32Array | number)[],
+    n: number,
+    cols: number,
+    macs: number,
+  ): void => {
+    const run = kernel as unknown as Kernel;
+    if (macs < minMacs || !args.every(isShared)) return run(...args);
+    const panels = Math.ceil(n / cols);
+    const threads = p.workers.length + 1;
+    const per = Math.ceil(panels / (threads * CHUNKS_PER_THREAD) / SPAN) * SPAN;
+    const width = per * cols;
+    const total = Math.ceil(n / width);
+    if (total < 2) return run(...args);
+    const gen = (p.gen = (p.gen + 1) % 2 ** 31);
+    Atomics.store(p.state, 0, 0);
+    Atomics.store(p.state, 1, 0);
+    Atomics.store(p.claim, 0, BigInt(gen) << 32n);
+    const job: Job = { gen, path, name, args, width, n, total };
+    while (receiveMessageOnPort(p.errors)); // late news of an earlier job
+    for (const w of p.workers) w.postMessage(job);
+    if (callerWorks)
+      runChunks(p.claim, p.state, gen, total, (c) =>
+        run(...args, c * width, Math.min(n, (c + 1) * width)),
+      );
+    const start = Date.now();
+    for (let done = Atomics.load(p.state, 0); done < total; done = Atomics.load(p.state, 0)) {
+      if (Date.now() - start > STALL_MS)
+        throw new Error(`${name}: a matmul thread did not finish its columns in ${STALL_MS} ms`);
+      Atomics.wait(p.state, 0, done, 100);
+    }
+    // every error this job's workers posted (one per failed chunk, or a module they could not load)
+    const errors: unknown[] = [];
+    for (let m = receiveMessageOnPort(p.errors); m; m = receiveMessageOnPort(p.errors))
+      errors.push(m.message);
+    if (Atomics.load(p.state, 1) !== 0 || errors.length)
+      throw new Error(`${name} on a matmul thread: ${String(errors[0] ?? "failed")}`);
+  };
+  return { buffer, matmul };
+}

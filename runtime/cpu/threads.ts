@@ -20,6 +20,8 @@
  *  parallelism. On the 2-core machines this was written on, one worker made decoding's LM head
  *  (1×768·768×50257) about 1.6× faster when the other core was idle. */
 import { availableParallelism } from "node:os";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 import { fail } from "../../compiler/errors.ts";
 import {
   MessageChannel,
@@ -33,6 +35,12 @@ import type { Threads } from "./module.ts";
  *  and waking a worker would cost more than it saves. */
 export const MIN_MACS = 1 << 19;
 
+/** A kernel's first calls run on the calling thread alone. V8 compiles a hot function on a
+ *  background thread: with the other core busy with a worker running the same cold code, a
+ *  one-shot `kiln forward` of GPT-2 small took 8.4 s instead of 4.7 s. A kernel called again
+ *  (decoding, a second forward) is shared from its WARM_CALLS + 1st call on. */
+const WARM_CALLS = 2;
+
 /** Chunks per thread: more balance the load when a thread is slowed, fewer cost less to hand out. */
 const CHUNKS_PER_THREAD = 8;
 
@@ -42,6 +50,29 @@ const SPAN = 4;
 
 /** How long a call waits for a claimed chunk before it gives up (a worker that died). */
 const STALL_MS = 60_000;
+
+/** Shared bytes allocated between two collections (see `collector`). */
+const GC_BYTES = 64 << 20;
+
+/** V8 (Node 20) does not count SharedArrayBuffer memory towards when to collect garbage: 100
+ *  dropped 8 MB SharedArrayBuffers stayed resident (840 MB; as ArrayBuffers: 81 MB), and packing
+ *  a 124M-parameter model into shared memory left the dropped originals alive too (peak RSS 2.4×
+ *  the checkpoint instead of 1.8×). So the shared allocator collects after every GC_BYTES, with
+ *  the `gc` that --expose-gc makes (set at run time, as Jest does; a full collection of this
+ *  heap takes a few ms). */
+function sharedAllocator(): (bytes: number) => SharedArrayBuffer {
+  setFlagsFromString("--expose-gc");
+  const gc = runInNewContext("gc") as () => void;
+  let pending = 0;
+  return (bytes) => {
+    pending += bytes;
+    if (pending >= GC_BYTES) {
+      gc();
+      pending = bytes;
+    }
+    return new SharedArrayBuffer(bytes);
+  };
+}
 
 type Kernel = (...args: readonly (Float32Array | number)[]) => void;
 
@@ -66,6 +97,8 @@ interface Pool {
   readonly state: Int32Array;
   /** Where workers post their errors (read synchronously after each call). */
   readonly errors: MessagePort;
+  /** Makes the shared memory (sharedAllocator). */
+  readonly allocate: (bytes: number) => SharedArrayBuffer;
   gen: number;
 }
 
@@ -96,7 +129,7 @@ function startPool(count: number): Pool {
     return w;
   });
   port1.unref();
-  return { workers, claim, state, errors: port1, gen: 0 };
+  return { workers, claim, state, errors: port1, allocate: sharedAllocator(), gen: 0 };
 }
 
 const isShared = (a: Float32Array | number): boolean =>
@@ -132,6 +165,8 @@ export interface ThreadOptions {
   readonly minMacs?: number;
   /** Whether the calling thread claims chunks too (default true; false: workers do them all). */
   readonly callerWorks?: boolean;
+  /** Calls of each kernel run on the calling thread alone (default WARM_CALLS). */
+  readonly warmCalls?: number;
 }
 
 /** Threads for the module loaded from `path` (the same file the workers load), or undefined
@@ -139,11 +174,12 @@ export interface ThreadOptions {
 export function cpuThreads(
   path: string,
   count = threadCount(),
-  { minMacs = MIN_MACS, callerWorks = true }: ThreadOptions = {},
+  { minMacs = MIN_MACS, callerWorks = true, warmCalls = WARM_CALLS }: ThreadOptions = {},
 ): Threads | undefined {
   if (count < 2) return undefined;
+  const seen = new Map<string, number>(); // calls per kernel
   const p = (pool ??= startPool(count));
-  const buffer = (bytes: number): ArrayBufferLike => new SharedArrayBuffer(bytes);
+  const buffer = p.allocate;
   const matmul = (
     kernel: (...args: never[]) => void,
     name: string,
@@ -153,7 +189,9 @@ export function cpuThreads(
     macs: number,
   ): void => {
     const run = kernel as unknown as Kernel;
-    if (macs < minMacs || !args.every(isShared)) return run(...args);
+    const calls = (seen.get(name) ?? 0) + 1;
+    seen.set(name, calls);
+    if (calls <= warmCalls || macs < minMacs || !args.every(isShared)) return run(...args);
     const panels = Math.ceil(n / cols);
     const threads = p.workers.length + 1;
     const per = Math.ceil(panels / (threads * CHUNKS_PER_THREAD) / SPAN) * SPAN;
@@ -165,7 +203,6 @@ export function cpuThreads(
     Atomics.store(p.state, 1, 0);
     Atomics.store(p.claim, 0, BigInt(gen) << 32n);
     const job: Job = { gen, path, name, args, width, n, total };
-    while (receiveMessageOnPort(p.errors)); // late news of an earlier job
     for (const w of p.workers) w.postMessage(job);
     if (callerWorks)
       runChunks(p.claim, p.state, gen, total, (c) =>
@@ -177,10 +214,13 @@ export function cpuThreads(
         throw new Error(`${name}: a matmul thread did not finish its columns in ${STALL_MS} ms`);
       Atomics.wait(p.state, 0, done, 100);
     }
-    // every error this job's workers posted (one per failed chunk, or a module they could not load)
+    // the errors this job's workers posted (one per failed chunk, or a module they could not
+    // load); those of an earlier job that came late are dropped
     const errors: unknown[] = [];
-    for (let m = receiveMessageOnPort(p.errors); m; m = receiveMessageOnPort(p.errors))
-      errors.push(m.message);
+    for (let m = receiveMessageOnPort(p.errors); m; m = receiveMessageOnPort(p.errors)) {
+      const e = m.message as { gen: number; error: string };
+      if (e.gen === gen) errors.push(e.error);
+    }
     if (Atomics.load(p.state, 1) !== 0 || errors.length)
       throw new Error(`${name} on a matmul thread: ${String(errors[0] ?? "failed")}`);
   };

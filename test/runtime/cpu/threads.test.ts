@@ -50,7 +50,7 @@ describe("cpuThreads", () => {
   });
 
   it("covers every column exactly once, some on a worker", async () => {
-    const threads = cpuThreads(path, 2, { minMacs: 0 })!;
+    const threads = cpuThreads(path, 2, { minMacs: 0, warmCalls: 0 })!;
     const { mark } = (await import(path)) as { mark: Kernel };
     for (const n of [3, 12, 97, 1000, 50257]) {
       const out = new Float32Array(threads.buffer(n * 4));
@@ -60,7 +60,7 @@ describe("cpuThreads", () => {
   });
 
   it("runs on the calling thread alone when an array is not shared or the work is small", async () => {
-    const threads = cpuThreads(path, 2, { minMacs: 1000 })!;
+    const threads = cpuThreads(path, 2, { minMacs: 1000, warmCalls: 0 })!;
     const calls: [number, number][] = [];
     const spy = ((out: Float32Array, n: number, from = 0, to = n) => {
       calls.push([from, to]);
@@ -74,8 +74,26 @@ describe("cpuThreads", () => {
     ]);
   });
 
+  it("runs a kernel's first calls on the calling thread alone (warm-up), then shares them", () => {
+    const threads = cpuThreads(path, 2, { minMacs: 0, warmCalls: 2 })!;
+    const calls: [number, number][] = [];
+    const spy = ((out: Float32Array, n: number, from = 0, to = n) => {
+      calls.push([from, to]);
+      for (let j = from; j < to; j++) out[j] += 1;
+    }) as Kernel;
+    const out = new Float32Array(threads.buffer(3000 * 4));
+    for (let i = 0; i < 3; i++) threads.matmul(spy, "mark", [out, 3000], 3000, 3, 1e9);
+    expect(calls.slice(0, 2)).toEqual([
+      [0, 3000],
+      [0, 3000],
+    ]);
+    // the third call in chunks (those the worker did not take: it calls its own copy)
+    expect(calls.slice(2).every(([a, b]) => b - a < 3000 && a % 3 === 0)).toBe(true);
+    expect(out.every((x) => x >= 2)).toBe(true);
+  });
+
   it("throws when a chunk fails on a worker", async () => {
-    const threads = cpuThreads(path, 2, { minMacs: 0 })!;
+    const threads = cpuThreads(path, 2, { minMacs: 0, warmCalls: 0 })!;
     const { boom } = (await import(path)) as { boom: Kernel };
     const out = new Float32Array(threads.buffer(3000 * 4));
     expect(() => threads.matmul(boom, "boom", [out, 3000], 3000, 3, 1e9)).toThrow(
@@ -124,7 +142,11 @@ describe("a generated session with threads", () => {
       const mod = compile(program);
       const weights = (name: string) => ckpt.weights.get(name)?.data;
       // every matmul's columns computed by the worker, however small
-      const threads = cpuThreads(modulePath(mod)!, 2, { minMacs: 0, callerWorks: false })!;
+      const threads = cpuThreads(modulePath(mod)!, 2, {
+        minMacs: 0,
+        callerWorks: false,
+        warmCalls: 0,
+      })!;
       const one = mod.createSession(mod.load(weights));
       const two = mod.createSession(mod.load(weights, threads.buffer), threads);
       const feed = (tokens: number[], src: boolean): Tensor[] =>

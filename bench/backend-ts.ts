@@ -22,6 +22,7 @@ import { renderMatmul, renderPackB, type MatmulSpec } from "../compiler/codegen/
 import { ACC } from "../compiler/ir/expr.ts";
 import { loadCheckpoint } from "../runtime/checkpoint.ts";
 import { makeRunner, type Decoding, type Logits } from "../runtime/runner.ts";
+import { threadCount } from "../runtime/cpu/threads.ts";
 import type { Backend, BackendContext, DecodeCache, MatmulRun } from "./harness.ts";
 
 const lastRow = (l: Logits) => l.data.subarray((l.rows - 1) * l.cols, l.rows * l.cols);
@@ -105,6 +106,7 @@ export async function create(ctx: BackendContext): Promise<Backend> {
       "ts: prefill, steps and the no-cache forward compute the last position's logits only, as tfjs (the decoding program: the last-position pass)",
       "ts: the no-cache forward is a prefill of all 256 tokens into a fresh session (its cache is filled and dropped)",
       "ts: the cache cannot rewind; each decode sample is one step on a fresh, untimed prefill of 255 tokens",
+      `ts: big matmuls on ${threadCount()} thread(s) (worker_threads sharing their columns; KILN_THREADS); the matmul figures time one thread`,
     ],
     prefill,
     // A fresh session from an empty cache recomputes every position: the no-cache forward, with

@@ -9,6 +9,11 @@
  *  takes only the step inputs, runs the step phase with P = the cached length and extends the
  *  KV cache.
  *
+ *  Threads: `createSession(weights, threads)` (runtime/cpu/threads.ts) makes the arena and the
+ *  f32 outputs and state in `threads.buffer` (shared memory), `load(weights, memory)` the packed
+ *  weights and the params a packed matmul's epilogue reads, and every packed matmul goes
+ *  through `threads.matmul`, which may split its columns across threads. Without, all runs here.
+ *
  *  Storage rule: every buffer is a Float32Array (i32 values in an Int32Array).
  *  - Temps of the source and step phases live in one arena (an ArrayBuffer seen as Float32Array
  *    and Int32Array), at the offsets of the memory plan made for the program's capacity: every

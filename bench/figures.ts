@@ -23,6 +23,9 @@ export interface Figure {
 /** The context the figures need: T = 256 prefills and a decode after 255 positions. */
 export const MIN_POSITIONS = 256;
 
+/** The pause before a matmul figure (runOne). */
+const SETTLE_MS = 1000;
+
 /** The prompt every backend warms up on; its last logits are the cross-backend check. */
 export const CHECK_TOKENS = 8;
 
@@ -115,7 +118,8 @@ export async function runFigures(
   const ids = tokenIds(MIN_POSITIONS, vocab, s.seed);
   const out = {} as Record<FigureId, Measured>;
   // The lone-kernel figures first: right after the model figures, a process (its threads' and
-  // V8's background work, its garbage) timed the same kernel up to 30% slower for about a second.
+  // V8's background work, its garbage) timed the same kernel up to 30% slower for about a second
+  // (runOne also pauses before each).
   const order = [...FIGURES].sort(
     (a, b) => Number(b.work.kind === "matmul") - Number(a.work.kind === "matmul"),
   );
@@ -173,6 +177,9 @@ async function runOne(
       if (!b.matmul) return { skipped: "no matmul of its own" };
       const mm = b.matmul(w.m, w.k, w.n);
       try {
+        // a second for the process's background work (V8's compiler threads, the collector, a
+        // backend's worker threads) to end: a lone kernel is timed on a quiet process
+        await new Promise((r) => setTimeout(r, SETTLE_MS));
         const timing = await measure(() => mm.run(), o);
         return { value: (2 * w.m * w.k * w.n) / (timing.median_ms * 1e6), timing };
       } finally {

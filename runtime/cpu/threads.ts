@@ -38,11 +38,17 @@ export const MIN_MACS = 1 << 19;
 /** A kernel's first calls run on the calling thread alone. V8 compiles a hot function on a
  *  background thread: with the other core busy with a worker running the same cold code, a
  *  one-shot `kiln forward` of GPT-2 small took 8.4 s instead of 4.7 s. A kernel called again
- *  (decoding, a second forward) is shared from its WARM_CALLS + 1st call on. */
-const WARM_CALLS = 2;
+ *  (decoding, a second forward) is offered to the workers from its WARM_CALLS + 1st call on;
+ *  they warm it up before they take columns (worker.mjs). */
+const WARM_CALLS = 4;
 
 /** Chunks per thread: more balance the load when a thread is slowed, fewer cost less to hand out. */
 const CHUNKS_PER_THREAD = 8;
+
+/** The least work of a chunk: each call of a kernel copies its rows of a and allocates its
+ *  scratch, so a one-row matmul cut into 12-column chunks spent about as long on that as on its
+ *  products (GPT-2 small decoding on two threads was slower than on one). */
+const MIN_CHUNK_MACS = 1 << 17;
 
 /** The one-row kernel walks this many panels per pass (matmul.ts's DEFAULT_SCHEDULE.span): chunks
  *  are whole multiples of it, so no pass is cut. */
@@ -81,11 +87,14 @@ export interface Job {
   readonly gen: number;
   readonly path: string;
   readonly name: string;
+  /** The kernel's arguments, ending with out, out_off, M (worker.mjs's warm-up relies on it). */
   readonly args: readonly (Float32Array | number)[];
   /** Columns per chunk (a multiple of the panel width). */
   readonly width: number;
   readonly n: number;
   readonly total: number;
+  /** Whether the worker warms the kernel up before it takes columns (worker.mjs). */
+  readonly warmup: boolean;
 }
 
 /** The threads of this process: the workers and the words they share. */
@@ -167,6 +176,8 @@ export interface ThreadOptions {
   readonly callerWorks?: boolean;
   /** Calls of each kernel run on the calling thread alone (default WARM_CALLS). */
   readonly warmCalls?: number;
+  /** Whether workers warm a kernel up before they take its columns (default true; worker.mjs). */
+  readonly workerWarmup?: boolean;
 }
 
 /** Threads for the module loaded from `path` (the same file the workers load), or undefined
@@ -174,7 +185,12 @@ export interface ThreadOptions {
 export function cpuThreads(
   path: string,
   count = threadCount(),
-  { minMacs = MIN_MACS, callerWorks = true, warmCalls = WARM_CALLS }: ThreadOptions = {},
+  {
+    minMacs = MIN_MACS,
+    callerWorks = true,
+    warmCalls = WARM_CALLS,
+    workerWarmup = true,
+  }: ThreadOptions = {},
 ): Threads | undefined {
   if (count < 2) return undefined;
   const seen = new Map<string, number>(); // calls per kernel
@@ -194,7 +210,9 @@ export function cpuThreads(
     if (calls <= warmCalls || macs < minMacs || !args.every(isShared)) return run(...args);
     const panels = Math.ceil(n / cols);
     const threads = p.workers.length + 1;
-    const per = Math.ceil(panels / (threads * CHUNKS_PER_THREAD) / SPAN) * SPAN;
+    const chunks = Math.min(threads * CHUNKS_PER_THREAD, Math.floor(macs / MIN_CHUNK_MACS));
+    if (chunks < 2) return run(...args);
+    const per = Math.ceil(panels / chunks / SPAN) * SPAN;
     const width = per * cols;
     const total = Math.ceil(n / width);
     if (total < 2) return run(...args);
@@ -202,7 +220,7 @@ export function cpuThreads(
     Atomics.store(p.state, 0, 0);
     Atomics.store(p.state, 1, 0);
     Atomics.store(p.claim, 0, BigInt(gen) << 32n);
-    const job: Job = { gen, path, name, args, width, n, total };
+    const job: Job = { gen, path, name, args, width, n, total, warmup: workerWarmup };
     for (const w of p.workers) w.postMessage(job);
     if (callerWorks)
       runChunks(p.claim, p.state, gen, total, (c) =>

@@ -32,6 +32,11 @@ exports.mark = function mark(out, n, colFrom = 0, colTo = n) {
   if (isMainThread) { const end = Date.now() + 2; while (Date.now() < end); }
   for (let j = colFrom; j < colTo; j++) out[j] += 1;
 };
+/** out[out_off + j] += 1 for the columns given: the generated kernels' last parameters. */
+exports.count = function count(out, out_off, M, colFrom, colTo) {
+  if (colTo === undefined) { colFrom = 0; colTo = out.length - out_off; }
+  for (let j = colFrom; j < colTo; j++) out[out_off + j] += 1;
+};
 /** Fails on a worker only. */
 exports.boom = function boom(out, n, colFrom = 0, colTo = n) {
   if (!isMainThread) throw new Error("boom at column " + colFrom);
@@ -50,7 +55,7 @@ describe("cpuThreads", () => {
   });
 
   it("covers every column exactly once, some on a worker", async () => {
-    const threads = cpuThreads(path, 2, { minMacs: 0, warmCalls: 0 })!;
+    const threads = cpuThreads(path, 2, { minMacs: 0, warmCalls: 0, workerWarmup: false })!;
     const { mark } = (await import(path)) as { mark: Kernel };
     for (const n of [3, 12, 97, 1000, 50257]) {
       const out = new Float32Array(threads.buffer(n * 4));
@@ -60,7 +65,7 @@ describe("cpuThreads", () => {
   });
 
   it("runs on the calling thread alone when an array is not shared or the work is small", async () => {
-    const threads = cpuThreads(path, 2, { minMacs: 1000, warmCalls: 0 })!;
+    const threads = cpuThreads(path, 2, { minMacs: 1000, warmCalls: 0, workerWarmup: false })!;
     const calls: [number, number][] = [];
     const spy = ((out: Float32Array, n: number, from = 0, to = n) => {
       calls.push([from, to]);
@@ -75,7 +80,7 @@ describe("cpuThreads", () => {
   });
 
   it("runs a kernel's first calls on the calling thread alone (warm-up), then shares them", () => {
-    const threads = cpuThreads(path, 2, { minMacs: 0, warmCalls: 2 })!;
+    const threads = cpuThreads(path, 2, { minMacs: 0, warmCalls: 2, workerWarmup: false })!;
     const calls: [number, number][] = [];
     const spy = ((out: Float32Array, n: number, from = 0, to = n) => {
       calls.push([from, to]);
@@ -92,8 +97,18 @@ describe("cpuThreads", () => {
     expect(out.every((x) => x >= 2)).toBe(true);
   });
 
-  it("throws when a chunk fails on a worker", async () => {
+  it("warms a kernel up on the worker without touching the job's output", async () => {
     const threads = cpuThreads(path, 2, { minMacs: 0, warmCalls: 0 })!;
+    const { count } = (await import(path)) as { count: Kernel };
+    const n = 30000;
+    const out = new Float32Array(threads.buffer((n + 5) * 4));
+    for (let i = 0; i < 40; i++) threads.matmul(count, "count", [out, 5, 1], n, 3, 1e9);
+    expect(Array.from(out.subarray(0, 5))).toEqual([0, 0, 0, 0, 0]);
+    expect(out.subarray(5).every((x) => x === 40)).toBe(true);
+  });
+
+  it("throws when a chunk fails on a worker", async () => {
+    const threads = cpuThreads(path, 2, { minMacs: 0, warmCalls: 0, workerWarmup: false })!;
     const { boom } = (await import(path)) as { boom: Kernel };
     const out = new Float32Array(threads.buffer(3000 * 4));
     expect(() => threads.matmul(boom, "boom", [out, 3000], 3000, 3, 1e9)).toThrow(
@@ -146,6 +161,7 @@ describe("a generated session with threads", () => {
         minMacs: 0,
         callerWorks: false,
         warmCalls: 0,
+        workerWarmup: false,
       })!;
       const one = mod.createSession(mod.load(weights));
       const two = mod.createSession(mod.load(weights, threads.buffer), threads);

@@ -29,6 +29,7 @@ import {
   Worker,
   type MessagePort,
 } from "node:worker_threads";
+import { runChunks } from "./claim.mjs";
 import type { Threads } from "./module.ts";
 
 /** Below this many multiply-adds (~0.3 ms here) a call runs on one thread: handing out chunks
@@ -144,30 +145,6 @@ function startPool(count: number): Pool {
 const isShared = (a: Float32Array | number): boolean =>
   typeof a === "number" || a.buffer instanceof SharedArrayBuffer;
 
-/** Claims chunks of job `gen` until none is left; runs each. */
-export function runChunks(
-  claim: BigInt64Array,
-  state: Int32Array,
-  gen: number,
-  total: number,
-  run: (chunk: number) => void,
-): void {
-  const base = BigInt(gen) << 32n;
-  for (;;) {
-    const v = Atomics.load(claim, 0);
-    if (v >> 32n !== BigInt(gen)) return;
-    const next = Number(v - base);
-    if (next >= total) return;
-    if (Atomics.compareExchange(claim, 0, v, v + 1n) !== v) continue;
-    try {
-      run(next);
-    } finally {
-      Atomics.add(state, 0, 1);
-      Atomics.notify(state, 0);
-    }
-  }
-}
-
 /** For tests: share every call, or leave every chunk to the workers. */
 export interface ThreadOptions {
   /** The least work (multiply-adds) that is shared (default MIN_MACS). */
@@ -196,14 +173,7 @@ export function cpuThreads(
   const seen = new Map<string, number>(); // calls per kernel
   const p = (pool ??= startPool(count));
   const buffer = p.allocate;
-  const matmul = (
-    kernel: (...args: never[]) => void,
-    name: string,
-    args: readonly (Float32Array | number)[],
-    n: number,
-    cols: number,
-    macs: number,
-  ): void => {
+  const matmul: Threads["matmul"] = (kernel, name, args, n, cols, macs) => {
     const run = kernel as unknown as Kernel;
     const calls = (seen.get(name) ?? 0) + 1;
     seen.set(name, calls);

@@ -1,11 +1,12 @@
 // A matmul thread of kiln's CPU runtime (threads.ts starts it). Plain JavaScript: a worker does not
 // get the TypeScript loader. It loads each generated module a job names with `require` (the same
 // CommonJS file the main thread loaded), then claims chunks of the job's columns until none is
-// left, exactly as threads.ts's runChunks does on the main thread.
+// left (claim.mjs), as the main thread does.
 import { createRequire } from "node:module";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import { parentPort, workerData } from "node:worker_threads";
+import { runChunks } from "./claim.mjs";
 
 // A job's arrays are views of the main thread's SharedArrayBuffers; this thread's views keep
 // them alive until it collects garbage, which it seldom needs to (V8 does not count shared
@@ -63,23 +64,14 @@ function work(job) {
   let w = warmth.get(key);
   if (w === undefined) warmth.set(key, (w = { runs: 0, best: Infinity, warm: false }));
   if (warmup && !w.warm) return warm(w, kernel, args, n);
-  const base = BigInt(gen) << 32n;
-  for (;;) {
-    const v = Atomics.load(claim, 0);
-    if (v >> 32n !== BigInt(gen)) return;
-    const next = Number(v - base);
-    if (next >= total) return;
-    if (Atomics.compareExchange(claim, 0, v, v + 1n) !== v) continue;
+  runChunks(claim, state, gen, total, (c) => {
     try {
-      kernel(...args, next * width, Math.min(n, (next + 1) * width));
+      kernel(...args, c * width, Math.min(n, (c + 1) * width));
     } catch (e) {
       Atomics.store(state, 1, 1);
       errors.postMessage({ gen, error: String(e?.stack ?? e) });
-    } finally {
-      Atomics.add(state, 0, 1);
-      Atomics.notify(state, 0);
     }
-  }
+  });
 }
 
 /** Runs the kernel on its first columns into a private output, timed (the job's args end with

@@ -11,8 +11,9 @@
  *    wakes costs nothing, and a message from an older job claims nothing. The call returns when
  *    every chunk is done. Each column is computed by the same code on every thread, so the
  *    result is bit-for-bit the single-threaded one.
- *  - Work under MIN_MACS multiply-adds, or with an array not in shared memory, runs on the
- *    calling thread alone.
+ *  - A kernel's first WARM_CALLS calls, work under MIN_MACS multiply-adds, and calls with an array
+ *    not in shared memory run on the calling thread alone; a worker warms a kernel up before it
+ *    takes any of its columns (worker.mjs).
  *  - The workers (worker.mjs, plain JavaScript) load the same module file with `require` and call
  *    its export `name`; they are unref'd, so they never keep the process alive.
  *
@@ -22,6 +23,7 @@
 import { availableParallelism } from "node:os";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
+import { DEFAULT_SCHEDULE } from "../../compiler/codegen/ts/matmul.ts";
 import { fail } from "../../compiler/errors.ts";
 import {
   MessageChannel,
@@ -51,9 +53,9 @@ const CHUNKS_PER_THREAD = 8;
  *  products (GPT-2 small decoding on two threads was slower than on one). */
 const MIN_CHUNK_MACS = 1 << 17;
 
-/** The one-row kernel walks this many panels per pass (matmul.ts's DEFAULT_SCHEDULE.span): chunks
- *  are whole multiples of it, so no pass is cut. */
-const SPAN = 4;
+/** The one-row kernel walks this many panels per pass: chunks are whole multiples of it, so no
+ *  pass is cut. */
+const SPAN = DEFAULT_SCHEDULE.span;
 
 /** How long a call waits for a claimed chunk before it gives up (a worker that died). */
 const STALL_MS = 60_000;

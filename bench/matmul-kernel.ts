@@ -5,8 +5,8 @@
  *    node --import tsx/esm bench/matmul-kernel.ts [--schedules 3x3s4,4x8s1] [--budget-ms 1500] [--epilogue "add(acc, $0)"]
  *
  *  Not `npx tsx`: its CommonJS hook detaches an ArrayBuffer while loading typescript, and from
- *  then on V8 checks every typed-array access for detachment (~15% slower kernels; README,
- *  development notes).
+ *  then on V8 checks typed-array accesses for detachment (slower kernels; README, development
+ *  notes). `node --trace-protector-invalidation` shows whether a run was affected.
  *
  *  A schedule is ROWSxCOLSsSPAN: blocks of ROWS×COLS, panels COLS wide, SPAN panels per pass of
  *  the one-row kernel (matmul.ts's Schedule).

@@ -134,10 +134,16 @@ function startPool(count: number): Pool {
   const state = new Int32Array(new SharedArrayBuffer(8));
   const { port1, port2 } = new MessageChannel();
   const workers = Array.from({ length: count - 1 }, () => {
+    // execArgv []: not the parent's flags (an `--import` of a .ts file would fail there; the
+    // worker is plain JavaScript and needs no loader)
     const w = new Worker(new URL("./worker.mjs", import.meta.url), {
       workerData: { claim, state, errors: port2 },
       transferList: [port2],
+      execArgv: [],
     });
+    // A worker that failed to start or died claims nothing more: the calling thread does the
+    // chunks (one it held when it died is reported after STALL_MS).
+    w.on("error", () => {});
     w.unref();
     return w;
   });

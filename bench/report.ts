@@ -34,7 +34,7 @@ export function formatReport(r: BenchReport): string {
     "  " +
       (r.settings.measure.maxReps <= 1
         ? "one run per figure (--quick)"
-        : `median of up to ${r.settings.measure.maxReps} runs within ~${r.settings.measure.budgetMs / 1000} s per figure`),
+        : `median of up to ${r.settings.measure.maxReps} runs within ~${r.settings.measure.budgetMs / 1000} s per figure (matmul: as many runs as fit)`),
     "",
   ];
   const footnotes: string[] = [];

@@ -55,10 +55,7 @@ export function cachedModulePath(source: string, dir = cacheDir()): string {
 }
 
 export function loadModule(source: string, dir?: string): CompiledModule {
-  const path = cachedModulePath(source, dir);
-  const m = checked(require(path));
-  paths.set(m, path);
-  return m;
+  return requireModule(cachedModulePath(source, dir));
 }
 
 /** The module whose inputs hash to `key` (module-key.ts; undefined: no key), loaded from the cache
@@ -70,13 +67,16 @@ export function loadModuleByKey(
   dir = cacheDir(),
 ): CompiledModule {
   if (key === undefined) return loadModule(emit(), dir);
-  const path = cached(`in-${key}`, emit, dir);
+  return requireModule(cached(`in-${key}`, emit, dir));
+}
+
+const paths = new WeakMap<CompiledModule, string>();
+
+function requireModule(path: string): CompiledModule {
   const m = checked(require(path));
   paths.set(m, path);
   return m;
 }
-
-const paths = new WeakMap<CompiledModule, string>();
 
 /** The file a module was loaded from (what a worker thread loads too). */
 export function modulePath(m: CompiledModule): string | undefined {

@@ -110,12 +110,12 @@ interface Pool {
   readonly state: Int32Array;
   /** Where workers post their errors (read synchronously after each call). */
   readonly errors: MessagePort;
-  /** Makes the shared memory (sharedAllocator). */
-  readonly allocate: (bytes: number) => SharedArrayBuffer;
   gen: number;
 }
 
-let pool: Pool | undefined;
+/** The process's pools, by thread count (one per count asked for), and its shared allocator. */
+const pools = new Map<number, Pool>();
+let allocate: ((bytes: number) => SharedArrayBuffer) | undefined;
 
 /** The number of threads kiln uses (this one included). */
 export function threadCount(): number {
@@ -148,7 +148,7 @@ function startPool(count: number): Pool {
     return w;
   });
   port1.unref();
-  return { workers, claim, state, errors: port1, allocate: sharedAllocator(), gen: 0 };
+  return { workers, claim, state, errors: port1, gen: 0 };
 }
 
 const isShared = (a: Float32Array | number): boolean =>
@@ -180,45 +180,46 @@ export function cpuThreads(
 ): Threads | undefined {
   if (count < 2) return undefined;
   const seen = new Map<string, number>(); // calls per kernel
-  const p = (pool ??= startPool(count));
-  const buffer = p.allocate;
+  const pool = pools.get(count) ?? startPool(count);
+  pools.set(count, pool);
+  const buffer = (allocate ??= sharedAllocator());
   const matmul: Threads["matmul"] = (kernel, name, args, n, cols, macs) => {
     const run = kernel as unknown as Kernel;
     const calls = (seen.get(name) ?? 0) + 1;
     seen.set(name, calls);
     if (calls <= warmCalls || macs < minMacs || !args.every(isShared)) return run(...args);
     const panels = Math.ceil(n / cols);
-    const threads = p.workers.length + 1;
+    const threads = pool.workers.length + 1;
     const chunks = Math.min(threads * CHUNKS_PER_THREAD, Math.floor(macs / MIN_CHUNK_MACS));
     if (chunks < 2) return run(...args);
     const per = Math.ceil(panels / chunks / SPAN) * SPAN;
     const width = per * cols;
     const total = Math.ceil(n / width);
     if (total < 2) return run(...args);
-    const gen = (p.gen = (p.gen + 1) % 2 ** 31);
-    Atomics.store(p.state, 0, 0);
-    Atomics.store(p.state, 1, 0);
-    Atomics.store(p.claim, 0, BigInt(gen) << 32n);
+    const gen = (pool.gen = (pool.gen + 1) % 2 ** 31);
+    Atomics.store(pool.state, 0, 0);
+    Atomics.store(pool.state, 1, 0);
+    Atomics.store(pool.claim, 0, BigInt(gen) << 32n);
     const job: Job = { gen, path, name, args, width, n, total, warmup: workerWarmup };
-    for (const w of p.workers) w.postMessage(job);
+    for (const w of pool.workers) w.postMessage(job);
     if (callerWorks)
-      runChunks(p.claim, p.state, gen, total, (c) =>
+      runChunks(pool.claim, pool.state, gen, total, (c) =>
         run(...args, c * width, Math.min(n, (c + 1) * width)),
       );
     const start = Date.now();
-    for (let done = Atomics.load(p.state, 0); done < total; done = Atomics.load(p.state, 0)) {
+    for (let done = Atomics.load(pool.state, 0); done < total; done = Atomics.load(pool.state, 0)) {
       if (Date.now() - start > STALL_MS)
         throw new Error(`${name}: a matmul thread did not finish its columns in ${STALL_MS} ms`);
-      Atomics.wait(p.state, 0, done, 100);
+      Atomics.wait(pool.state, 0, done, 100);
     }
     // the errors this job's workers posted (one per failed chunk, or a module they could not
     // load); those of an earlier job that came late are dropped
     const errors: unknown[] = [];
-    for (let m = receiveMessageOnPort(p.errors); m; m = receiveMessageOnPort(p.errors)) {
+    for (let m = receiveMessageOnPort(pool.errors); m; m = receiveMessageOnPort(pool.errors)) {
       const e = m.message as { gen: number; error: string };
       if (e.gen === gen) errors.push(e.error);
     }
-    if (Atomics.load(p.state, 1) !== 0 || errors.length)
+    if (Atomics.load(pool.state, 1) !== 0 || errors.length)
       throw new Error(`${name} on a matmul thread: ${String(errors[0] ?? "failed")}`);
   };
   return { buffer, matmul };

@@ -13,32 +13,19 @@
  *  freshly prefilled cache of exactly n positions (the same work a real rewind would leave).
  *
  *  The matmul figures time the generated matmul kernel itself (compiler/codegen/ts/matmul.ts,
- *  the default schedule, no epilogue, b packed once untimed), compiled the way
- *  bench/matmul-kernel.ts does: transpiled with TypeScript and instantiated with `new Function` —
- *  in the benchmark only; the runtime loads its modules through runtime/cpu/load.ts. */
-import ts from "typescript";
-import { renderHelpers } from "../compiler/codegen/helpers.ts";
-import { renderMatmul, renderPackB, type MatmulSpec } from "../compiler/codegen/ts/matmul.ts";
+ *  the default schedule, no epilogue, b packed once untimed), made callable by
+ *  bench/kernel-instance.ts (in the benchmarks only; the runtime loads its modules through
+ *  runtime/cpu/load.ts). */
+import type { MatmulSpec } from "../compiler/codegen/ts/matmul.ts";
 import { ACC } from "../compiler/ir/expr.ts";
 import { loadCheckpoint } from "../runtime/checkpoint.ts";
 import { makeRunner, type Decoding, type Logits } from "../runtime/runner.ts";
 import { threadCount } from "../runtime/cpu/threads.ts";
 import type { Backend, BackendContext, DecodeCache, MatmulRun } from "./harness.ts";
+import { instantiateMatmul } from "./kernel-instance.ts";
+import { randomMatrix } from "./yardstick.ts";
 
 const lastRow = (l: Logits) => l.data.subarray((l.rows - 1) * l.cols, l.rows * l.cols);
-
-type Kernel = (...args: unknown[]) => void;
-type Pack = (b: Float32Array, off: number) => Float32Array;
-
-function random(n: number, seed: number): Float32Array {
-  const a = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    a[i] = s / 2 ** 31 - 1;
-  }
-  return a;
-}
 
 /** (m×k)·(k×n) by the generated kernel: a fresh instance per shape, b packed before timing. */
 export function tsMatmul(m: number, k: number, n: number): MatmulRun {
@@ -54,16 +41,9 @@ export function tsMatmul(m: number, k: number, n: number): MatmulRun {
     extras: [],
     out: { name: "y" },
   };
-  const kernel = renderMatmul(spec);
-  const pack = renderPackB(spec, kernel.name);
-  const source = [renderHelpers(kernel.helpers, "ts"), pack.source, kernel.source].join("\n");
-  const js = ts.transpileModule(source, {
-    compilerOptions: { target: ts.ScriptTarget.ES2022, module: ts.ModuleKind.ESNext },
-  }).outputText;
-  const body = `${js.replace(/^export /gm, "")}\nreturn [${kernel.name}, ${pack.name}];`;
-  const [run, packB] = new Function(body)() as [Kernel, Pack];
-  const a = random(m * k, 1);
-  const w = packB(random(k * n, 2), 0);
+  const { kernel: run, pack: packB } = instantiateMatmul(spec);
+  const a = randomMatrix(m * k, 1);
+  const w = packB(randomMatrix(k * n, 2), 0);
   const out = new Float32Array(m * n);
   return { run: () => run(a, 0, k, w, out, 0, m) };
 }

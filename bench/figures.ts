@@ -6,11 +6,13 @@ import { seededRandom } from "../runtime/generate.ts";
 import {
   checkLogits,
   measure,
+  measureAlternately,
   type Backend,
   type MeasureOptions,
   type Timing,
   type Work,
 } from "./harness.ts";
+import { plainJs4x4 } from "./yardstick.ts";
 
 export interface Figure {
   readonly id: string;
@@ -24,7 +26,8 @@ export interface Figure {
 export const MIN_POSITIONS = 256;
 
 /** Before a matmul figure (runOne): calls for WARM_MS (at least three), then a pause of SETTLE_MS;
- *  then up to MATMUL_MAX_REPS timed calls within the time budget. */
+ *  then up to MATMUL_MAX_REPS timed calls of the kernel and as many of the yardstick, alternately,
+ *  within twice the time budget (each gets about one budget). */
 const MATMUL_MAX_REPS = 500;
 const WARM_MS = 500;
 const SETTLE_MS = 1000;
@@ -93,9 +96,16 @@ export function forwardFlops(
   return c.n_layer * (proj + attn) + 2 * logitRows * C * c.vocab_size;
 }
 
-/** One figure from one backend: a value, or why there is none. */
-export type Measured =
-  { readonly value: number; readonly timing: Timing } | { readonly skipped: string };
+/** A value and how it was timed. */
+export interface Timed {
+  readonly value: number;
+  readonly timing: Timing;
+}
+
+/** One figure from one backend: a value, or why there is none. A matmul figure also has the
+ *  plain-JS yardstick's GFLOP/s (bench/yardstick.ts), timed alternately with the kernel in the same
+ *  process. */
+export type Measured = (Timed & { readonly yardstick?: Timed }) | { readonly skipped: string };
 
 export interface RunSettings {
   readonly measure: MeasureOptions;
@@ -179,22 +189,30 @@ async function runOne(
     case "matmul": {
       if (!b.matmul) return { skipped: "no matmul of its own" };
       const mm = b.matmul(w.m, w.k, w.n);
+      const yard = plainJs4x4(w.m, w.k, w.n);
       try {
         if (o.maxReps > 1) {
-          // Warm the kernel up, then give V8's background compiler and collector (and a
-          // backend's worker threads) a second to finish: the timed calls run optimized code
-          // in a quiet process, not V8 still tiering the function up.
+          // Warm both up, then give V8's background compiler and collector (and a backend's
+          // worker threads) a second to finish: the timed calls run optimized code in a quiet
+          // process, not V8 still tiering the functions up.
           const until = performance.now() + WARM_MS;
-          for (let i = 0; i < 3 || performance.now() < until; i++) mm.run();
+          for (let i = 0; i < 3 || performance.now() < until; i++) {
+            mm.run();
+            yard.run();
+          }
           await new Promise((r) => setTimeout(r, SETTLE_MS));
         }
         // the whole time budget, not ten calls: ten 20-ms calls time a fifth of a second,
         // which a slow phase of the host (README, development notes) covers whole
-        const timing = await measure(() => mm.run(), {
-          ...o,
+        const [timing, yardTiming] = await measureAlternately([() => mm.run(), yard.run], {
+          budgetMs: 2 * o.budgetMs,
           maxReps: o.maxReps > 1 ? Math.max(o.maxReps, MATMUL_MAX_REPS) : o.maxReps,
         });
-        return { value: (2 * w.m * w.k * w.n) / (timing.median_ms * 1e6), timing };
+        return {
+          value: (2 * w.m * w.k * w.n) / (timing.median_ms * 1e6),
+          timing,
+          yardstick: { value: yard.flops / (yardTiming.median_ms * 1e6), timing: yardTiming },
+        };
       } finally {
         mm.dispose?.();
       }

@@ -127,6 +127,38 @@ export async function measure(
   };
 }
 
+/** Times several calls alternately — one timed run of each per round, so a slow phase of the host
+ *  hits them alike — with `measure`'s rules for all of them together: each one's first run is
+ *  discarded (unless one run is allowed, or the first round alone used the budget), then rounds
+ *  repeat until `budgetMs` was spent on all of them together or `maxReps` rounds were made. */
+export async function measureAlternately(
+  runs: readonly (() => Maybe<unknown>)[],
+  o: MeasureOptions,
+): Promise<Timing[]> {
+  const round = async (): Promise<number[]> => {
+    const ts: number[] = [];
+    for (const run of runs) ts.push(await timeOnce(run));
+    return ts;
+  };
+  const total = (ts: readonly number[]) => ts.reduce((s, t) => s + t, 0);
+  const first = await round();
+  if (o.maxReps <= 1 || total(first) >= o.budgetMs)
+    return first.map((t) => ({ reps: 1, warmup: 0, median_ms: t, min_ms: t }));
+  const samples = runs.map((): number[] => []);
+  let spent = 0;
+  for (let reps = 0; reps < o.maxReps && (reps === 0 || spent < o.budgetMs); reps++) {
+    const ts = await round();
+    ts.forEach((t, i) => samples[i].push(t));
+    spent += total(ts);
+  }
+  return samples.map((xs) => ({
+    reps: xs.length,
+    warmup: 1,
+    median_ms: median(xs),
+    min_ms: Math.min(...xs),
+  }));
+}
+
 // ---- memory ----
 
 /** The process's peak resident set so far, in MB (the kernel's high-water mark: it sees

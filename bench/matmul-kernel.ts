@@ -12,24 +12,21 @@
  *  the one-row kernel (matmul.ts's Schedule).
  *
  *  The first row is a yardstick measured in the same race: the classic hand-written 4×4 loop
- *  (peers.md's "plain JS, 4×4 register blocking", 4.7 GFLOP/s on the AVX-512 3.5 GHz machine
+ *  (bench/yardstick.ts, peers.md's "plain JS, 4×4 register blocking", 4.7 GFLOP/s on the AVX-512 3.5 GHz machine
  *  measured there). Read the generated kernels against it: on the 2-core AMD EPYC (Zen 3, no
  *  AVX-512) this was written on, the yardstick ran 2.4–3.0 and 3×3 with span 4 (the default)
  *  4.1–4.5 (best calls); 4×4 and 4×8 blocks 3.3–4.1: their accumulators spill.
  *
- *  The kernel source is transpiled with TypeScript and instantiated with `new Function` — here,
- *  in a benchmark, only; the runtime never evaluates generated strings. Each schedule and shape
- *  gets its own instance, so V8's type feedback for one never slows another. */
-import ts from "typescript";
+ *  Each schedule and shape gets its own instance (bench/kernel-instance.ts: transpiled and made with
+ *  `new Function`, in the benchmarks only). */
 import { parseExpr, type Expr } from "../compiler/ir/expr.ts";
-import { renderHelpers } from "../compiler/codegen/helpers.ts";
 import {
   DEFAULT_SCHEDULE,
-  renderMatmul,
-  renderPackB,
   type Schedule,
   type MatmulSpec,
 } from "../compiler/codegen/ts/matmul.ts";
+import { instantiateMatmul } from "./kernel-instance.ts";
+import { plainJs4x4, randomMatrix as random } from "./yardstick.ts";
 
 const SHAPES: readonly (readonly [number, number, number])[] = [
   [64, 768, 768],
@@ -39,9 +36,6 @@ const SHAPES: readonly (readonly [number, number, number])[] = [
 ];
 
 const DEFAULT_SCHEDULES = ["3x3s4", "3x3s2", "3x3s1", "4x4s2", "4x8s1", "2x6s2", "3x4s3", "2x4s2"];
-
-type Kernel = (...args: unknown[]) => void;
-type Pack = (b: Float32Array, off: number) => Float32Array;
 
 function arg(name: string): string | undefined {
   const i = process.argv.indexOf(name);
@@ -55,29 +49,6 @@ function parseSchedule(s: string): Schedule {
 }
 
 const label = (s: Schedule) => `${s.rows}×${s.cols}, span ${s.span}`;
-
-/** The generated module as functions (benchmark only: see the header). */
-function instantiate(spec: MatmulSpec): { kernel: Kernel; pack: Pack } {
-  const kernel = renderMatmul(spec);
-  const pack = renderPackB(spec, kernel.name);
-  const source = [renderHelpers(kernel.helpers, "ts"), pack.source, kernel.source].join("\n");
-  const js = ts.transpileModule(source, {
-    compilerOptions: { target: ts.ScriptTarget.ES2022, module: ts.ModuleKind.ESNext },
-  }).outputText;
-  const body = `${js.replace(/^export /gm, "")}\nreturn [${kernel.name}, ${pack.name}];`;
-  const [k, p] = new Function(body)() as [Kernel, Pack];
-  return { kernel: k, pack: p };
-}
-
-function random(n: number, seed: number): Float32Array {
-  const a = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    a[i] = s / 2 ** 31 - 1;
-  }
-  return a;
-}
 
 type Shape = readonly [m: number, k: number, n: number];
 
@@ -97,7 +68,7 @@ function generated(schedule: Schedule, [m, k, n]: Shape, expr: Expr): () => void
     out: { name: "y" },
     schedule,
   };
-  const { kernel, pack } = instantiate(spec);
+  const { kernel, pack } = instantiateMatmul(spec);
   const a = random(m * k, 1);
   const w = pack(random(k * n, 2), 0);
   const bias = random(n, 3);
@@ -138,37 +109,6 @@ function race(runs: readonly (() => void)[], flops: number, budgetMs: number): R
   }));
 }
 
-/** The yardstick: the classic hand-written 4×4 register-blocked loop on row-major b, unpacked
- *  (what peers.md's "plain JS, 4×4 register blocking ≈ 4.7 GFLOP/s" measures). */
-function handWritten([m, k, n]: Shape): () => void {
-  const a = random(m * k, 1);
-  const b = random(k * n, 2);
-  const c = new Float32Array(m * n);
-  // prettier-ignore
-  const run = (): void => {
-    for (let i = 0; i + 4 <= m; i += 4)
-      for (let j = 0; j + 4 <= n; j += 4) {
-        let c00 = 0, c01 = 0, c02 = 0, c03 = 0, c10 = 0, c11 = 0, c12 = 0, c13 = 0;
-        let c20 = 0, c21 = 0, c22 = 0, c23 = 0, c30 = 0, c31 = 0, c32 = 0, c33 = 0;
-        const a0 = i * k, a1 = a0 + k, a2 = a1 + k, a3 = a2 + k;
-        for (let p = 0, q = j; p < k; p++, q += n) {
-          const x0 = a[a0 + p], x1 = a[a1 + p], x2 = a[a2 + p], x3 = a[a3 + p];
-          const y0 = b[q], y1 = b[q + 1], y2 = b[q + 2], y3 = b[q + 3];
-          c00 += x0 * y0; c01 += x0 * y1; c02 += x0 * y2; c03 += x0 * y3;
-          c10 += x1 * y0; c11 += x1 * y1; c12 += x1 * y2; c13 += x1 * y3;
-          c20 += x2 * y0; c21 += x2 * y1; c22 += x2 * y2; c23 += x2 * y3;
-          c30 += x3 * y0; c31 += x3 * y1; c32 += x3 * y2; c33 += x3 * y3;
-        }
-        let o = i * n + j;
-        c[o] = c00; c[o + 1] = c01; c[o + 2] = c02; c[o + 3] = c03; o += n;
-        c[o] = c10; c[o + 1] = c11; c[o + 2] = c12; c[o + 3] = c13; o += n;
-        c[o] = c20; c[o + 1] = c21; c[o + 2] = c22; c[o + 3] = c23; o += n;
-        c[o] = c30; c[o + 1] = c31; c[o + 2] = c32; c[o + 3] = c33;
-      }
-  };
-  return run;
-}
-
 function main(): void {
   const schedules = (arg("--schedules") ?? DEFAULT_SCHEDULES.join(","))
     .split(",")
@@ -180,7 +120,7 @@ function main(): void {
   const columns = SHAPES.map(([m, k, n]) => {
     const shape: Shape = [m, k, n];
     const runs = schedules.map((sc) => generated(sc, shape, epilogue));
-    const rates = race(m >= 4 ? [handWritten(shape), ...runs] : runs, 2 * m * k * n, budgetMs);
+    const rates = race(m >= 4 ? [plainJs4x4(m, k, n).run, ...runs] : runs, 2 * m * k * n, budgetMs);
     return m >= 4 ? rates : [undefined, ...rates];
   });
   const head = SHAPES.map(([m, k, n]) => `${m}×${k}×${n}`);

@@ -80,6 +80,7 @@ export function formatReport(r: BenchReport): string {
       .trimEnd();
   lines.push(fmt(header), fmt(widths.map((w) => "-".repeat(w))), ...rows.map(fmt), "");
   lines.push("kiln vs peer: > 1 means kiln is better (more per second, fewer ms or MB).");
+  lines.push(...yardstickLines(r));
   footnotes.forEach((n, i) => lines.push(`[${i + 1}] ${n}`));
   if (r.agreement)
     lines.push(
@@ -88,4 +89,35 @@ export function formatReport(r: BenchReport): string {
     );
   for (const b of [k, p]) if (b) for (const n of b.notes) lines.push(`note: ${n}`);
   return lines.join("\n") + "\n";
+}
+
+/** Each side's matmul kernel against the plain-JS 4×4 loop timed alternately with it in the same
+ *  process (bench/yardstick.ts): a ratio that travels between machines better than GFLOP/s. */
+function yardstickLines(r: BenchReport): string[] {
+  const out: string[] = [];
+  const sides = [
+    ["kiln", r.backends.kiln],
+    ["peer", r.backends.peer],
+  ] as const;
+  for (const f of FIGURES) {
+    const fr = r.figures[f.id];
+    const y = fr.yardstick;
+    if (!y) continue;
+    const parts: string[] = [];
+    for (const [side, b] of sides) {
+      const kernel = fr[side];
+      const yard = y[side];
+      if (!b || kernel === null || yard === null) continue;
+      parts.push(
+        `${b.name} ${formatValue(kernel)} vs ${formatValue(yard)} = ${formatValue(kernel / yard)}×`,
+      );
+    }
+    if (parts.length) out.push(`  ${fr.label}: ${parts.join("; ")}`);
+  }
+  if (out.length === 0) return [];
+  return [
+    "matmul kernel vs plain-JS 4×4 register blocking (peers.md's plain-JS yardstick), GFLOP/s, " +
+      "timed alternately in the same process:",
+    ...out,
+  ];
 }

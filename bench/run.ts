@@ -54,6 +54,9 @@ export interface FigureReport extends Pair {
   readonly better: "higher" | "lower";
   readonly timing: { readonly kiln?: Timing; readonly peer?: Timing };
   readonly skipped: { readonly kiln?: string; readonly peer?: string };
+  /** Matmul figures: the plain-JS yardstick's GFLOP/s (bench/yardstick.ts), timed alternately
+   *  with each side's kernel in that side's process; null where that side ran none. */
+  readonly yardstick?: { readonly kiln: number | null; readonly peer: number | null };
 }
 
 export interface BackendInfo {
@@ -180,6 +183,10 @@ function figureReport(f: (typeof FIGURES)[number], k?: Ok, p?: Ok): FigureReport
     if (m && "timing" in m) timing[side] = m.timing;
     if (m && "skipped" in m) skipped[side] = m.skipped;
   }
+  const yardstick = (r?: Ok) => {
+    const m: Measured | undefined = r?.figures[f.id];
+    return m && "yardstick" in m && m.yardstick ? m.yardstick.value : null;
+  };
   return {
     label: f.label,
     unit: f.unit,
@@ -187,6 +194,7 @@ function figureReport(f: (typeof FIGURES)[number], k?: Ok, p?: Ok): FigureReport
     ...pair(f, value(k), value(p)),
     timing,
     skipped,
+    ...(f.work.kind === "matmul" ? { yardstick: { kiln: yardstick(k), peer: yardstick(p) } } : {}),
   };
 }
 

@@ -52,6 +52,11 @@ describe("kiln bench --quick --json on a tiny model", () => {
       }
       if (fig.kiln !== null && fig.peer !== null) expect(isCount(fig.ratio)).toBe(true);
       else expect(fig.ratio).toBeNull();
+      // matmul figures carry the plain-JS yardstick timed in each side's process, and only they
+      if (f.work.kind === "matmul") {
+        expect(isCount(fig.yardstick?.kiln)).toBe(true);
+        expect(isCount(fig.yardstick?.peer)).toBe(true);
+      } else expect(fig.yardstick).toBeUndefined();
     }
     // kiln's generated kernels and the peer both run every figure.
     for (const f of FIGURES) expect(report.figures[f.id].kiln).not.toBeNull();
@@ -66,6 +71,8 @@ describe("kiln bench --quick --json on a tiny model", () => {
 
     const table = formatReport(report);
     for (const f of FIGURES) expect(table).toContain(f.label);
+    expect(table).toMatch(/matmul kernel vs plain-JS 4×4/);
+    expect(table).toMatch(/matmul 64×768×768: ts [\d.]+ vs [\d.]+ = [\d.]+×; tfjs /);
   }, 180_000);
 
   it("--backends ref: the reference path skips the KV-cache figure, with the reason", async () => {

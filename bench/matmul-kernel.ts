@@ -20,11 +20,7 @@
  *  Each schedule and shape gets its own instance (bench/kernel-instance.ts: transpiled and made with
  *  `new Function`, in the benchmarks only). */
 import { parseExpr, type Expr } from "../compiler/ir/expr.ts";
-import {
-  DEFAULT_SCHEDULE,
-  type Schedule,
-  type MatmulSpec,
-} from "../compiler/codegen/ts/matmul.ts";
+import { DEFAULT_SCHEDULE, type Schedule, type MatmulSpec } from "../compiler/codegen/ts/matmul.ts";
 import { instantiateMatmul } from "./kernel-instance.ts";
 import { plainJs4x4, randomMatrix as random } from "./yardstick.ts";
 

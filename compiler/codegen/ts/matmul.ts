@@ -8,13 +8,15 @@
  *  - The kernel walks blocks of `rows` × `cols` outputs, one panel wide. A block's rows of a are
  *    first copied to a float64 scratch, interleaved along K with the panel's stride (ablock[k·cols
  *    + r] = a[i + r, k]), so one index q = k·cols reads both a and the panel (a view of it,
- *    `w.subarray`): V8 then checks one loop variable against constant bounds instead of
- *    computing two offsets per read. Each step reads `rows` values of a and, column by column,
- *    one packed b value that updates `rows` accumulators (`c00` …, locals: with 3×3 they and the
- *    values read fit the 16 registers of x86-64 without spilling). The block is stored into
- *    `tile` and finished by `finish`: the epilogue on each float64 accumulator, then the float32
- *    store. Rows past the last full block (and M = 1, decoding) go through a one-row kernel that
- *    walks `span` panels at once through one view (one a value read per `span`·`cols` products).
+ *    `w.subarray`): no offset arithmetic per read beyond `q + c`. Each step reads `rows` values of
+ *    a and, column by column, one packed b value that updates `rows` accumulators (`c00` …,
+ *    locals). TurboFan (Node 20) still bounds-checks every read and re-checks both arrays each
+ *    iteration, and computes a step's products before its adds, so with 3×3 four accumulators
+ *    live on the stack; larger blocks spill more and ran slower (README, development notes).
+ *    The block is stored into `tile` and finished by `finish`: the epilogue on each float64
+ *    accumulator, then the float32 store. Rows past the last full block (and M = 1, decoding) go
+ *    through a one-row kernel that walks `span` panels at once through one view (one a value
+ *    read per `span`·`cols` products).
  *    The zero-padded last panel makes every panel full-width; `finish` stores only columns < N.
  *  - Accumulation is in float64 (JavaScript numbers; a float32 product is exact in it), k in
  *    order from 0, so the sum is the float64 reference's own, and the result differs from the
@@ -47,9 +49,9 @@ export interface Schedule {
 }
 
 /** The schedule the benchmark (bench/matmul-kernel.ts) found fastest here: 3×3 blocks (9
- *  accumulators, 3 a and 1 b value live: no spills in x86-64's 16 registers) beat 4×4 and 4×8 by
- *  10–20% at every GPT-2 shape, and a span of 4 panels (12 columns) per one-row pass matches the
- *  widest panels at M = 1. */
+ *  accumulators; V8 spills four of them, 4×4 and 4×8 spill more) beat 4×4 and 4×8 by 10–20% at
+ *  every GPT-2 shape, and a span of 4 panels (12 columns) per one-row pass matches the widest
+ *  panels at M = 1. */
 export const DEFAULT_SCHEDULE: Schedule = { rows: 3, cols: 3, span: 4 };
 
 export interface MatmulSpec {

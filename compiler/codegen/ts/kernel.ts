@@ -33,6 +33,9 @@ export interface Param {
 
 export interface KernelFunction {
   readonly name: string;
+  /** The function the dispatch calls when it is not `name`'s own: another kernel of the module
+   *  whose code is the same (module.ts shares it; this kernel's source is then not emitted). */
+  readonly callee?: string;
   /** The whole function, with its header comment. */
   readonly source: string;
   readonly params: readonly Param[];
@@ -47,6 +50,8 @@ export interface KernelFunction {
 
 export interface PackFunction {
   readonly name: string;
+  /** As KernelFunction's: the pack function of the kernel whose code this one shares. */
+  readonly callee?: string;
   readonly source: string;
   /** Its arguments: the weight's array and offset, and the memory to pack into. */
   readonly params: readonly Param[];

@@ -6,7 +6,9 @@
  *    one function per kernel specialized: static sizes and strides baked in, symbolic dims as
  *                            parameters (d0, d1, …), each with a header comment holding the IR
  *                            line it implements; a matmul with packed weights also has its
- *                            pack_… function, run once at load
+ *                            pack_… function, run once at load. Kernels with the same code (a
+ *                            transformer's layers) share the first one's function, whose
+ *                            header lists them all (shared-code.ts)
  *    export const model      names, shapes and dims of the inputs, outputs and params (strings)
  *    load(weights)           params checked and taken, the load phase, packed weights (shareable)
  *    createSession(weights)  the dispatch (session.ts), over load's result or the weights
@@ -30,6 +32,7 @@ import { matmul } from "./kernels-matmul.ts";
 import { layerNorm, reduce, softmax } from "./kernels-reduce.ts";
 import { PRELUDE } from "./prelude.ts";
 import { dimVars, sessionBody } from "./session.ts";
+import { sharedCode } from "./shared-code.ts";
 import { comment, literal, type DimVars } from "./source.ts";
 
 export interface EmitOptions {
@@ -204,13 +207,34 @@ function modelConst(
   return lines.join("\n");
 }
 
+/** One function per kernel, kernels with the same code sharing the first one's (shared-code.ts):
+ *  its header then lists every kernel it runs; the others call it and are not emitted. */
+function kernelFunctions(p: Program, dims: DimVars, o: EmitOptions): KernelFunction[] {
+  const named = p.kernels.map((k, i) => ({ ...k, name: kernelIdent(k, i) }) as Kernel);
+  const docs = named.map((k) => kernelDoc(p, k, k.name, o));
+  const own = named.map((k, i) => kernelFunction(p, k, dims, docs[i]));
+  const firsts = sharedCode(own);
+  return own.map((f, i) => {
+    const r = firsts[i];
+    if (r !== i) {
+      const pack = f.pack && { ...f.pack, callee: own[r].pack?.name };
+      return { ...f, callee: own[r].name, ...(pack ? { pack } : {}) };
+    }
+    const others = named.filter((_, j) => j !== i && firsts[j] === i);
+    if (others.length === 0) return f;
+    // the same code, generated again under a header that names every kernel it runs
+    const doc = [
+      ...docs[i],
+      `the same function runs ${others.length} more kernel(s):`,
+      ...others.map((k) => `  ${docs[named.indexOf(k)][0]}`),
+    ];
+    return kernelFunction(p, named[i], dims, doc);
+  });
+}
+
 export function emitModule(p: Program, options: EmitOptions = {}): string {
   const dims = dimVars(p);
-  const fns = p.kernels.map((k, i) => {
-    const name = kernelIdent(k, i);
-    const named = { ...k, name } as Kernel;
-    return kernelFunction(p, named, dims, kernelDoc(p, k, name, options));
-  });
+  const fns = kernelFunctions(p, dims, options);
   const session = sessionBody(
     { ...p, kernels: p.kernels.map((k, i) => ({ ...k, name: kernelIdent(k, i) }) as Kernel) },
     fns,
@@ -230,6 +254,7 @@ export function emitModule(p: Program, options: EmitOptions = {}): string {
   const parts = [header(p, dims, session.capacity, session.arenaElements), PRELUDE.trim()];
   if (helpers.size) parts.push(renderHelpers(helpers, "ts").trim());
   for (const f of fns) {
+    if (f.callee) continue; // another kernel's function runs it
     if (f.pack) parts.push(f.pack.source.trim());
     parts.push(f.source.trim());
   }

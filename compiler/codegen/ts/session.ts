@@ -120,14 +120,14 @@ export function sessionBody(
         return packedName(a.kernel);
     }
   };
-  const call = (f: { name: string; params: readonly { arg: Arg }[] }) =>
-    `${f.name}(${f.params.map((x) => argOf(x.arg)).join(", ")});`;
+  const call = (f: Callable) => `${calleeOf(f)}(${f.params.map((x) => argOf(x.arg)).join(", ")});`;
   // A kernel that can share its columns goes to the threads when the session has them.
   const dispatch = (f: KernelFunction): string => {
     if (!f.columns) return call(f);
     const args = f.params.map((x) => argOf(x.arg));
     const macs = `${args[args.length - 1]} * ${f.columns.macsPerRow}`;
-    return `if (threads) threads.matmul(${f.name}, ${literal(f.name)}, [${args.join(", ")}], ${f.columns.n}, ${f.columns.cols}, ${macs}); else ${call(f)}`;
+    const fn = calleeOf(f);
+    return `if (threads) threads.matmul(${fn}, ${literal(fn)}, [${args.join(", ")}], ${f.columns.n}, ${f.columns.cols}, ${macs}); else ${call(f)}`;
   };
   const fnOf = new Map(fns.map((f, i) => [p.kernels[i].name, f]));
   const describe = (b: Buffer) => `// b${b.id}: ${b.role} ${b.dtype}${formatShape(b.shape)}`;
@@ -213,8 +213,8 @@ function loadLines(
   for (const f of fns)
     for (const id of f.pack ? dataOf(f.pack.params) : [])
       packUses.set(id, (packUses.get(id) ?? 0) + 1);
-  const call = (f: { name: string; params: readonly { arg: Arg }[] }, arg = argOf) =>
-    `${f.name}(${f.params.map((x) => arg(x.arg)).join(", ")})`;
+  const call = (f: Callable, arg = argOf) =>
+    `${calleeOf(f)}(${f.params.map((x) => arg(x.arg)).join(", ")})`;
   // Params a kernel that threads share reads (its epilogue's operands) go into shared memory.
   const threaded = new Set(fns.flatMap((f) => (f.columns ? dataOf(f.params) : [])));
   const takeParam = (b: Buffer) =>
@@ -252,6 +252,12 @@ function loadLines(
   load.push(`return { ${loaded.join(", ")} };`);
   return { load, loaded };
 }
+
+/** A kernel or pack function as a call: what it is named, what it calls (its own code, or the
+ *  code another kernel shares with it) and the arguments of its parameters. */
+type Callable = Pick<KernelFunction, "name" | "callee"> & { params: readonly { arg: Arg }[] };
+
+const calleeOf = (f: Callable): string => f.callee ?? f.name;
 
 export const packedName = (kernel: string): string => `w${/^k(\d+)/.exec(kernel)?.[1] ?? kernel}`;
 

@@ -109,13 +109,43 @@ describe.each(PROGRAMS)("%s", (_name, make) => {
     expect(emitModule(again.p, { graph: again.g })).toBe(source);
   });
 
-  it("has one function per kernel, each headed by its IR line", () => {
+  it("runs every kernel by a function whose header has its IR line: its own, or one it shares", () => {
+    const declared = [...source.matchAll(/^export function (k\w+)\(/gm)].map((m) => m[1]);
+    expect(new Set(declared).size).toBe(declared.length);
     for (const k of program.kernels) {
-      const at = source.indexOf(`export function ${k.name}(`);
+      const line = `${k.name} (${k.family}, ${k.phase}): %${k.node} = ${k.op}(`;
+      const at = source.indexOf(line);
       expect(at, k.name).toBeGreaterThan(0);
-      const head = source.slice(source.lastIndexOf("/**", at), at);
-      expect(head).toContain(`${k.name} (${k.family}, ${k.phase}): %${k.node} = ${k.op}(`);
+      // the header the line is in belongs to the next function declared
+      const fn = /^export function (k\w+)\(/m.exec(source.slice(at))?.[1];
+      expect(fn, k.name).toBeDefined();
+      expect(source.slice(at, source.indexOf(`export function ${fn}(`))).not.toMatch(/^}/m);
+      // the session calls it (directly, or through the threads with its name)
+      expect(source).toMatch(new RegExp(`\\b${fn}\\(|threads\\.matmul\\(${fn},`));
     }
+  });
+});
+
+describe("kernels with the same code", () => {
+  it("share one function: a two-layer GPT-2 emits the second layer's kernels as calls", () => {
+    const one = opt(gpt2Graph(1));
+    const two = opt(gpt2Graph(2));
+    const functions = (src: string) => [...src.matchAll(/^export function (k\w+)\(/gm)].length;
+    const src1 = emitModule(one.p, { graph: one.g });
+    const src2 = emitModule(two.p, { graph: two.g });
+    expect(two.p.kernels.length).toBeGreaterThan(one.p.kernels.length);
+    // the second layer adds kernels, not functions
+    expect(functions(src2)).toBe(functions(src1));
+    expect(functions(src2)).toBeLessThan(two.p.kernels.length);
+    expect(src2).toMatch(/the same function runs \d+ more kernel\(s\):/);
+  });
+
+  it("keep their own functions when their code differs: seq2seq's self- and cross-attention", () => {
+    const { g, p: program } = opt(seq2seqGraph());
+    const src = emitModule(program, { graph: g });
+    const attention = (re: RegExp) => [...src.matchAll(re)].length;
+    // self-attention (causal) and cross-attention are different code: at least two functions
+    expect(attention(/^export function k\w*attention\w*\(/gm)).toBeGreaterThanOrEqual(2);
   });
 });
 

@@ -58,7 +58,7 @@ It runs on the CPU in plain JavaScript: no dependencies, no kiln, nothing downlo
 |---|---|
 | \`model.js\` | the ES module to import: the kernels, a strict safetensors reader, the loader and the sampler |
 | \`model.d.ts\` | its types |
-| \`model.ts\` | the same module as TypeScript, readable: each kernel starts with the IR line it implements |
+| \`model.ts\` | the same module as TypeScript, readable: each kernel function starts with the IR line(s) it implements (kernels with the same code, as a transformer's layers have, share one function) |
 | \`manifest.json\` | the kernels in dispatch order, buffers, the memory plan, inputs and outputs, the model's config |
 | \`package.json\` | marks \`model.js\` as an ES module, so the folder can be imported as a package |
 

@@ -9,23 +9,35 @@
  *  The first steps show the JIT warming the kernels up (and, with threads, the workers); the last
  *  ones the steady cost of a step. Not a figure of `kiln bench`: a tool to look with. */
 import { parseArgs } from "node:util";
+import { KilnError } from "../compiler/errors.ts";
 import { loadCheckpoint } from "../runtime/checkpoint.ts";
 import { makeRunner } from "../runtime/runner.ts";
 
-const { values, positionals } = parseArgs({
-  allowPositionals: true,
-  options: {
-    prompt: { type: "string", default: "8" },
-    steps: { type: "string", default: "24" },
-    threads: { type: "string" },
-  },
-});
+/** A usage or input mistake: one line on stderr, exit status 2. */
+function stop(message: string): never {
+  process.stderr.write(`bench/decode-steps.ts: ${message}\n`);
+  process.exit(2);
+}
+
+const { values, positionals } = (() => {
+  try {
+    return parseArgs({
+      allowPositionals: true,
+      options: {
+        prompt: { type: "string", default: "8" },
+        steps: { type: "string", default: "24" },
+        threads: { type: "string" },
+      },
+    });
+  } catch (e) {
+    return stop(e instanceof Error ? e.message : String(e));
+  }
+})();
 const dir = positionals[0];
-if (!dir)
-  throw new Error("usage: bench/decode-steps.ts CHECKPOINT [--prompt N] [--steps N] [--threads N]");
+if (!dir) stop("usage: bench/decode-steps.ts CHECKPOINT [--prompt N] [--steps N] [--threads N]");
 const count = (s: string, what: string) => {
   const n = Number(s);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`--${what}: ${s} is not a whole number ≥ 1`);
+  if (!Number.isInteger(n) || n < 1) stop(`--${what}: ${s} is not a whole number ≥ 1`);
   return n;
 };
 const promptLength = count(values.prompt, "prompt");
@@ -39,12 +51,18 @@ const lap = (): number => {
   t = now;
   return Math.round(ms);
 };
-const ckpt = loadCheckpoint(dir);
+let ckpt: ReturnType<typeof loadCheckpoint>;
+try {
+  ckpt = loadCheckpoint(dir);
+} catch (e) {
+  if (e instanceof KilnError) stop(e.message);
+  throw e;
+}
 const loadMs = lap();
 const runner = await makeRunner(ckpt, "ts", threads === undefined ? {} : { threads });
 const runnerMs = lap();
 if (runner.model.kind !== "gpt2" || !runner.prefill)
-  throw new Error(`${dir}: a GPT-2 checkpoint (a decoder with a KV cache) is what this times`);
+  stop(`${dir}: a GPT-2 checkpoint (a decoder with a KV cache) is what this times`);
 const vocab = runner.model.config.vocab_size;
 const prompt = Array.from({ length: promptLength }, (_, i) => (i * 7919 + 1) % vocab);
 const decoding = await runner.prefill(prompt);

@@ -220,13 +220,13 @@ function kernelFunctions(p: Program, dims: DimVars, o: EmitOptions): KernelFunct
       const pack = f.pack && { ...f.pack, callee: own[r].pack?.name };
       return { ...f, callee: own[r].name, ...(pack ? { pack } : {}) };
     }
-    const others = named.filter((_, j) => j !== i && firsts[j] === i);
+    const others = docs.filter((_, j) => j !== i && firsts[j] === i);
     if (others.length === 0) return f;
     // the same code, generated again under a header that names every kernel it runs
     const doc = [
       ...docs[i],
       `the same function runs ${others.length} more kernel(s):`,
-      ...others.map((k) => `  ${docs[named.indexOf(k)][0]}`),
+      ...others.map((d) => `  ${d[0]}`),
     ];
     return kernelFunction(p, named[i], dims, doc);
   });

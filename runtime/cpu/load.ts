@@ -10,7 +10,7 @@ import { existsSync, mkdirSync, renameSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ts } from "ts-morph";
+import { tsMorph } from "../../compiler/codegen/ts/ts-morph.ts";
 import type { CompiledModule } from "./module.ts";
 
 const require = createRequire(import.meta.url);
@@ -21,6 +21,7 @@ export function cacheDir(): string {
 
 /** TypeScript → JavaScript (types erased); throws on a syntax error, naming it. */
 export function transpile(source: string, module: "commonjs" | "esm" = "commonjs"): string {
+  const { ts } = tsMorph();
   const r = ts.transpileModule(source, {
     compilerOptions: {
       target: ts.ScriptTarget.ES2022,

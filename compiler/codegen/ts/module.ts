@@ -16,7 +16,6 @@
  *  Assembled with ts-morph; `formatModule` runs prettier over it for the shipped artifact.
  *  Deterministic: the same Program (and options) gives the same text. User strings appear only
  *  in comments and string literals (source.ts states the naming rule). */
-import { IndentationText, Project, QuoteKind } from "ts-morph";
 import { assertNever } from "../../errors.ts";
 import type { Graph, NodeData } from "../../ir/graph.ts";
 import { nodeData, operands, topoOrder } from "../../ir/graph.ts";
@@ -33,6 +32,7 @@ import { layerNorm, reduce, softmax } from "./kernels-reduce.ts";
 import { PRELUDE } from "./prelude.ts";
 import { dimVars, sessionBody } from "./session.ts";
 import { sharedCode } from "./shared-code.ts";
+import { tsMorph } from "./ts-morph.ts";
 import { comment, literal, type DimVars } from "./source.ts";
 
 export interface EmitOptions {
@@ -243,6 +243,7 @@ export function emitModule(p: Program, options: EmitOptions = {}): string {
   );
   const helpers = new Set<Helper>(fns.flatMap((f) => [...f.helpers]));
 
+  const { IndentationText, Project, QuoteKind } = tsMorph();
   const project = new Project({
     useInMemoryFileSystem: true,
     manipulationSettings: {

@@ -8,7 +8,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { buildGraph, overrideConfig } from "../compiler/dsl/model.ts";
 import { seededRandom } from "../runtime/generate.ts";
-import { writeSafetensors, type WritableTensor } from "../runtime/safetensors.ts";
+import { writeSafetensors, type WritableTensor } from "../runtime/safetensors-write.ts";
 import gpt2, { defaults as gpt2Defaults, type GPT2Config } from "../models/gpt2.ts";
 import seq2seq, { defaults as s2sDefaults, type Seq2SeqConfig } from "../models/seq2seq.ts";
 

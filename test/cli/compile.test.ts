@@ -14,7 +14,7 @@ import { emitModule } from "../../compiler/codegen/ts/module.ts";
 import { lower } from "../../compiler/lower/lower.ts";
 import { runPipeline } from "../../compiler/passes/pipeline.ts";
 import { loadCheckpoint } from "../../runtime/checkpoint.ts";
-import { writeSafetensors } from "../../runtime/safetensors.ts";
+import { writeSafetensors } from "../../runtime/safetensors-write.ts";
 import { randomTensors } from "../../scripts/random-checkpoint.ts";
 import { buildClassifier, classify, pad, randomWeights } from "../../examples/classifier/run.ts";
 import { REPO, expectTypedError, kiln, tempDir } from "../helpers/cli.ts";

@@ -8,7 +8,7 @@ import {
   writeRandomCheckpoint,
   type RandomModel,
 } from "../../scripts/random-checkpoint.ts";
-import { writeSafetensors } from "../../runtime/safetensors.ts";
+import { writeSafetensors } from "../../runtime/safetensors-write.ts";
 import { expectTypedError, kiln, kilnProcess, tempDir } from "../helpers/cli.ts";
 
 const GPT2: RandomModel = {

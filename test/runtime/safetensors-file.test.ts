@@ -5,12 +5,8 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { beforeEach, describe, expect, it, vi } from "vitest";
-import {
-  READ_CHUNK_BYTES,
-  readSafetensorsFile,
-  writeSafetensors,
-  type WritableTensor,
-} from "../../runtime/safetensors.ts";
+import { READ_CHUNK_BYTES, readSafetensorsFile } from "../../runtime/safetensors.ts";
+import { writeSafetensors, type WritableTensor } from "../../runtime/safetensors-write.ts";
 
 interface Read {
   readonly buffer: ArrayBufferLike;

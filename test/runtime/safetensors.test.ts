@@ -9,9 +9,8 @@ import {
   parseSafetensors,
   READ_CHUNK_BYTES,
   readSafetensorsFile,
-  writeSafetensors,
-  type WritableTensor,
 } from "../../runtime/safetensors.ts";
+import { writeSafetensors, type WritableTensor } from "../../runtime/safetensors-write.ts";
 
 const FILE = "ckpt/model.safetensors";
 

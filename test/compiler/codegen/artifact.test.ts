@@ -30,11 +30,8 @@ import seq2seq, { type Seq2SeqConfig } from "../../../models/seq2seq.ts";
 import classifier from "../../../examples/classifier/model.ts";
 import { loadCheckpoint } from "../../../runtime/checkpoint.ts";
 import { sample, seededRandom } from "../../../runtime/generate.ts";
-import {
-  parseSafetensors,
-  writeSafetensors,
-  type WritableTensor,
-} from "../../../runtime/safetensors.ts";
+import { parseSafetensors } from "../../../runtime/safetensors.ts";
+import { writeSafetensors, type WritableTensor } from "../../../runtime/safetensors-write.ts";
 import { randomTensors } from "../../../scripts/random-checkpoint.ts";
 import { tempDir } from "../../helpers/cli.ts";
 import { standInGreedy, standInKernels, type StandInOptions } from "./artifact-stand-in.ts";

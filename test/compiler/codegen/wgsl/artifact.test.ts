@@ -49,7 +49,7 @@ import type { Program } from "../../../../compiler/lower/program.ts";
 import { runPipeline } from "../../../../compiler/passes/pipeline.ts";
 import gpt2, { type GPT2Config } from "../../../../models/gpt2.ts";
 import { sample, seededRandom } from "../../../../runtime/generate.ts";
-import { writeSafetensors } from "../../../../runtime/safetensors.ts";
+import { writeSafetensors } from "../../../../runtime/safetensors-write.ts";
 import { randomTensors } from "../../../../scripts/random-checkpoint.ts";
 import { tempDir } from "../../../helpers/cli.ts";
 import { testGpu } from "../../../helpers/gpu.ts";

@@ -26,6 +26,7 @@ export const LOADER_FILES = [
   "runtime/safetensors-dtype.ts",
   "runtime/safetensors.ts",
   "runtime/generate.ts",
+  "compiler/codegen/ts/artifact/inputs.ts",
   "compiler/codegen/ts/artifact/runtime.ts",
 ] as const;
 

@@ -24,12 +24,11 @@
 import { fail, KilnError } from "../../../errors.ts";
 import { sample, seededRandom } from "../../../../runtime/generate.ts";
 import { parseSafetensors } from "../../../../runtime/safetensors.ts";
+import { generateRequest, packModelInputs } from "../../ts/artifact/inputs.ts";
 import {
   checkConfig,
   finalRow,
-  generateRequest,
   matchParams,
-  packModelInputs,
   readSource,
   resultOf,
   type ArtifactSpec,

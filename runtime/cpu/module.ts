@@ -1,43 +1,18 @@
 /** The interface of a module that compiler/codegen/ts emits (its prelude and `model` constant),
- *  as the CPU runtime sees it. Kept in step with compiler/codegen/ts/prelude.ts; the tests load
- *  emitted modules through this type. */
+ *  as the CPU runtime sees it: the types every module declares come from the file its prelude
+ *  copies them from (compiler/codegen/ts/module-types.ts); the rest is kept in step with
+ *  compiler/codegen/ts/module.ts, and the tests type-check every emitted module against it. */
 
-export interface Tensor {
-  readonly shape: readonly number[];
-  readonly data: ArrayLike<number>;
-}
+import type {
+  Memory,
+  Output,
+  Session,
+  Tensor,
+  Threads,
+  WeightSource,
+} from "../../compiler/codegen/ts/module-types.ts";
 
-export interface Output {
-  readonly shape: number[];
-  readonly data: Float32Array | Int32Array;
-}
-
-export type WeightSource = (name: string) => ArrayLike<number> | undefined;
-
-/** Makes the storage of an array other threads see too (a SharedArrayBuffer). */
-export type Memory = (bytes: number) => ArrayBufferLike;
-
-/** What a session shares its big matmuls with (threads.ts); see the prelude's Threads. */
-export interface Threads {
-  readonly buffer: Memory;
-  matmul(
-    kernel: (...args: never[]) => void,
-    name: string,
-    args: readonly (Float32Array | number)[],
-    n: number,
-    cols: number,
-    macs: number,
-  ): void;
-}
-
-export interface Session {
-  /** Positions held in the KV cache (0 without one). */
-  readonly cachedLength: number;
-  /** A full forward (a prefill when there is a KV cache): every input, in model.inputs order. */
-  run(inputs: readonly Tensor[]): Output[];
-  /** Decoding: only the step inputs, in model.inputs order, for the new positions. */
-  step(inputs: readonly Tensor[]): Output[];
-}
+export type { Memory, Output, Session, Tensor, Threads, WeightSource };
 
 export interface TensorInfo {
   readonly name: string;

@@ -1,6 +1,18 @@
 /** The fixed part of every generated module: its public types, the error it throws, and the
  *  small functions the session uses to take weights and inputs. Plain TypeScript that needs
- *  nothing but what a browser or Node has. */
+ *  nothing but what a browser or Node has. The public types are module-types.ts's, copied. */
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+
+/** module-types.ts's declarations: the file after its header comment. */
+const MODULE_TYPES = (() => {
+  const text = readFileSync(join(import.meta.dirname, "module-types.ts"), "utf8");
+  const end = text.indexOf("*/\n");
+  if (!text.startsWith("/**") || end < 0)
+    throw new Error("module-types.ts must open with its header comment");
+  return text.slice(end + 3).trim();
+})();
+
 export const PRELUDE = `
 /** A failure the caller can act on: its kind, where (an input, a tensor) and why. */
 export class RuntimeError extends Error {
@@ -16,51 +28,7 @@ export class RuntimeError extends Error {
   }
 }
 
-/** An input: its shape and its values, row-major. */
-export interface Tensor {
-  readonly shape: readonly number[];
-  readonly data: ArrayLike<number>;
-}
-
-/** An output: its shape and its values, row-major. */
-export interface Output {
-  readonly shape: number[];
-  readonly data: Float32Array | Int32Array;
-}
-
-/** The values of a param, by its checkpoint name (model.params lists them). */
-export type WeightSource = (name: string) => ArrayLike<number> | undefined;
-
-/** Makes the storage of an array that other threads can see too (a SharedArrayBuffer). */
-export type Memory = (bytes: number) => ArrayBufferLike;
-
-/** Threads a session may share its big matmuls with, given by a runtime that has them (kiln's CPU
- *  runtime in Node); without, every kernel runs on the calling thread. */
-export interface Threads {
-  /** Storage every thread sees: the session's arena and outputs, and load's packed weights. */
-  readonly buffer: Memory;
-  /** Runs kernel(...args, colFrom, colTo) over column ranges that together cover [0, n) once,
-   *  each starting at a multiple of cols, here and on other threads (which call their own copy
-   *  of the export called name); returns when all are done. macs: the multiply-adds of the
-   *  whole call, to decide whether sharing pays. */
-  matmul(
-    kernel: (...args: never[]) => void,
-    name: string,
-    args: readonly (Float32Array | number)[],
-    n: number,
-    cols: number,
-    macs: number,
-  ): void;
-}
-
-export interface Session {
-  /** Positions held in the KV cache (0 without one). */
-  readonly cachedLength: number;
-  /** A full forward (a prefill when there is a KV cache): every input, in model.inputs order. */
-  run(inputs: readonly Tensor[]): Output[];
-  /** Decoding: only the step inputs (model.inputs with phase "step") for the new positions. */
-  step(inputs: readonly Tensor[]): Output[];
-}
+${MODULE_TYPES}
 
 function checkWeight(
   get: WeightSource,

@@ -18,9 +18,10 @@ import { runPipeline } from "../../../../compiler/passes/pipeline.ts";
 import { gpt2Graph, seq2seqGraph } from "../../lower/models.ts";
 import { compile, tensors } from "./harness.ts";
 
-const RUNTIME_TYPES = readFileSync(
-  join(import.meta.dirname, "..", "..", "..", "..", "runtime", "cpu", "module.ts"),
-  "utf8",
+const ROOT = join(import.meta.dirname, "..", "..", "..", "..");
+/** The runtime's view of a module, and the file of module types it imports. */
+const RUNTIME_FILES = ["runtime/cpu/module.ts", "compiler/codegen/ts/module-types.ts"].map(
+  (path) => ({ path: `/${path}`, text: readFileSync(join(ROOT, path), "utf8") }),
 );
 
 /** Diagnostics of the module under strict mode (ES2022, no DOM, no Node), and of a consumer that
@@ -40,11 +41,11 @@ function typeCheck(source: string): string[] {
     },
   });
   const file = project.createSourceFile("/module.ts", source);
-  project.createSourceFile("/types.ts", RUNTIME_TYPES);
+  for (const f of RUNTIME_FILES) project.createSourceFile(f.path, f.text);
   project.createSourceFile(
     "/consumer.ts",
     `import * as generated from "./module";
-import type { CompiledModule } from "./types";
+import type { CompiledModule } from "./runtime/cpu/module.ts";
 export const m: CompiledModule = generated;`,
   );
   const anys = file

@@ -47,6 +47,16 @@ exports.boom = function boom(out, n, colFrom = 0, colTo = n) {
 
 type Kernel = (...args: never[]) => void;
 
+/** A kernel run on the calling thread that adds 1 to its columns and records each range it ran. */
+function spyKernel(): { calls: [number, number][]; spy: Kernel } {
+  const calls: [number, number][] = [];
+  const spy = ((out: Float32Array, n: number, from = 0, to = n) => {
+    calls.push([from, to]);
+    for (let j = from; j < to; j++) out[j] += 1;
+  }) as Kernel;
+  return { calls, spy };
+}
+
 describe("cpuThreads", () => {
   const path = kernels("mark", MARK);
 
@@ -66,11 +76,7 @@ describe("cpuThreads", () => {
 
   it("runs on the calling thread alone when an array is not shared or the work is small", async () => {
     const threads = cpuThreads(path, 2, { minMacs: 1000, warmCalls: 0, workerWarmup: false })!;
-    const calls: [number, number][] = [];
-    const spy = ((out: Float32Array, n: number, from = 0, to = n) => {
-      calls.push([from, to]);
-      for (let j = from; j < to; j++) out[j] += 1;
-    }) as Kernel;
+    const { calls, spy } = spyKernel();
     threads.matmul(spy, "mark", [new Float32Array(300), 300], 300, 3, 1e6);
     threads.matmul(spy, "mark", [new Float32Array(threads.buffer(1200)), 300], 300, 3, 999);
     expect(calls).toEqual([
@@ -81,11 +87,7 @@ describe("cpuThreads", () => {
 
   it("runs a kernel's first calls on the calling thread alone (warm-up), then shares them", () => {
     const threads = cpuThreads(path, 2, { minMacs: 0, warmCalls: 2, workerWarmup: false })!;
-    const calls: [number, number][] = [];
-    const spy = ((out: Float32Array, n: number, from = 0, to = n) => {
-      calls.push([from, to]);
-      for (let j = from; j < to; j++) out[j] += 1;
-    }) as Kernel;
+    const { calls, spy } = spyKernel();
     const out = new Float32Array(threads.buffer(3000 * 4));
     for (let i = 0; i < 3; i++) threads.matmul(spy, "mark", [out, 3000], 3000, 3, 1e9);
     expect(calls.slice(0, 2)).toEqual([
